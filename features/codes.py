@@ -13,6 +13,7 @@ import numpy as np
 ICD10_CM_PATTERN = re.compile(r"^[A-TV-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
 NUCC_PATTERN = re.compile(r"^[0-9]{3}[0-9A-Z]{6}X$")
 NPI_PREFIX = "80840"
+NPI_PATTERN = re.compile(r"^[0-9]{10}$")
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,15 @@ def npi_check_digit(first_nine: str) -> int:
 
 def is_valid_npi(npi: str) -> bool:
     """True for a 10-digit NPI whose last digit is the right Luhn check digit."""
-    return len(npi) == 10 and npi.isdigit() and npi_check_digit(npi[:9]) == int(npi[9])
+    return bool(NPI_PATTERN.match(npi)) and npi_check_digit(npi[:9]) == int(npi[9])
 
 
 def make_npis(rng: np.random.Generator, n: int) -> np.ndarray:
     """n distinct valid NPIs (strings), vectorised: random 9-digit bodies starting with 1 plus check digit."""
-    bodies = rng.choice(np.arange(100_000_000, 200_000_000), size=n, replace=False)
+    bodies = np.unique(rng.integers(100_000_000, 200_000_000, size=n + n // 10 + 16))
+    while len(bodies) < n:
+        bodies = np.unique(np.concatenate([bodies, rng.integers(100_000_000, 200_000_000, size=n)]))
+    bodies = rng.permutation(bodies)[:n]
     digits = (bodies[:, None] // 10 ** np.arange(8, -1, -1)) % 10  # n x 9, most significant first
     payload = np.hstack([np.tile([8, 0, 8, 4, 0], (n, 1)), digits])  # n x 14
     from_right = payload[:, ::-1]
