@@ -1,0 +1,218 @@
+"""Generate a whole world: directory, patients, referrals, calendars, visits, truth and manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from faker import Faker
+
+from features.availability import NextAvailableIndex
+from features.contract import TABLES
+from synthetic_data.calibration import calibration_table
+from synthetic_data.config import GENERATOR_VERSION, WorldConfig
+from synthetic_data.directory import assign_weekly_capacity, build_directory
+from synthetic_data.population import build_population
+from synthetic_data.referrals import W_CONTINUITY, WAIT_COST, choose_specialists, draw_referrals
+from synthetic_data.scheduling import SlotBook
+from synthetic_data.simulate import run_funnel
+
+Reporter = Callable[[str, float], None]
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    """SHA-256 of a table's content (values and column names), independent of the file encoding."""
+    h = hashlib.sha256(",".join(df.columns).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+@contextmanager
+def _stage(name: str, report: Reporter | None) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    if report:
+        report(name, time.perf_counter() - t0)
+
+
+def build_world(
+    cfg: WorldConfig, report: Reporter | None = None
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """All public tables and all truth tables of a world, in memory."""
+    rng = np.random.default_rng(cfg.seed)
+    fake = Faker("en_US")
+    fake.seed_instance(cfg.seed)
+    start, end = cfg.start_time, cfg.as_of
+    with _stage("directory: plans, organizations, specialists", report):
+        directory = build_directory(cfg, rng, fake)
+    with _stage("patients", report):
+        pop = build_population(cfg, rng, directory)
+    with _stage("referrals and the historical choice", report):
+        frame = draw_referrals(cfg, rng, directory, pop)
+        draws = choose_specialists(cfg, rng, directory, pop, frame)
+        assign_weekly_capacity(cfg, rng, directory.specialists, draws.chosen)
+    with _stage("calendars, scheduling, visits and outcomes", report):
+        book = SlotBook(
+            rng,
+            directory.specialists["weekly_capacity"].to_numpy(),
+            start,
+            end + np.timedelta64(84, "D"),
+        )
+        funnel = run_funnel(cfg, rng, directory, pop, draws, book)
+    with _stage("assembling tables and truth", report):
+        tables, truth = _assemble(cfg, directory, pop, draws, book, funnel, end)
+    return tables, truth
+
+
+def _assemble(cfg, directory, pop, draws, book, funnel, end):  # type: ignore[no-untyped-def]
+    specs = directory.specialists
+    spec_ids = specs["specialist_id"].to_numpy()
+    f = draws.frame
+    ap = funnel.appointments.sort_values(["booked_at", "owner"], kind="stable").reset_index(
+        drop=True
+    )
+    ap_ids = np.array([f"AP{i:08d}" for i in range(1, len(ap) + 1)], dtype=object)
+    by_owner = np.empty(int(ap["owner"].max()) + 1 if len(ap) else 1, dtype=object)
+    by_owner[ap["owner"].to_numpy()] = ap_ids
+    availability = book.frame(by_owner, spec_ids, end)
+    slot_ids = availability["slot_id"].to_numpy()
+    referral_ids = f["referral_id"].to_numpy()
+    appointments = pd.DataFrame(
+        {
+            "appointment_id": ap_ids,
+            "referral_id": referral_ids[ap["referral_row"].to_numpy()],
+            "patient_id": pop.patients["patient_id"].to_numpy()[ap["patient_row"].to_numpy()],
+            "specialist_id": spec_ids[ap["specialist_row"].to_numpy()],
+            "slot_id": slot_ids[ap["slot"].to_numpy()],
+            "visit_kind": ap["visit_kind"].to_numpy(),
+            "booked_at": ap["booked_at"].to_numpy().astype("datetime64[s]"),
+            "appointment_at": ap["appointment_at"].to_numpy().astype("datetime64[s]"),
+            "text_reminder": ap["text_reminder"].to_numpy(dtype=bool),
+            "outreach_call": ap["outreach_call"].to_numpy(dtype=bool),
+            "outcome": pd.array(ap["outcome"].to_numpy(), dtype="string"),
+            "outcome_at": ap["outcome_at"].to_numpy().astype("datetime64[s]"),
+        }
+    )
+    chosen = np.where(draws.chosen >= 0, spec_ids[np.maximum(draws.chosen, 0)], None)
+    referrals = f.drop(columns="_patient_row").assign(
+        created_at=f["created_at"].to_numpy().astype("datetime64[s]"),
+        specialist_id=pd.array(chosen, dtype="string"),
+        status=funnel.status,
+        status_at=funnel.status_at.astype("datetime64[s]"),
+    )
+    tables = {
+        "organizations": directory.organizations,
+        "plans": directory.plans,
+        "patients": pop.patients,
+        "referring_providers": directory.referring_providers,
+        "specialists": specs,
+        "availability": availability,
+        "referrals": referrals,
+        "appointments": appointments,
+    }
+    tables = {k: tables[k][list(TABLES[k])].reset_index(drop=True) for k in TABLES}
+
+    p0 = ap["p_no_show_without_outreach"].to_numpy()
+    p1 = ap["p_no_show_with_outreach"].to_numpy()
+    truth = {
+        "patients": pd.DataFrame(
+            {
+                "patient_id": pop.patients["patient_id"],
+                "no_show_propensity": pop.no_show_propensity,
+                "transport_barrier": pop.transport_barrier,
+                "prefers_same_sex": pop.prefers_same_sex,
+            }
+        ),
+        "specialists": pd.DataFrame(
+            {"specialist_id": spec_ids, "true_quality": directory.true_quality}
+        ),
+        "appointments": pd.DataFrame(
+            {
+                "appointment_id": ap_ids,
+                "p_no_show_without_outreach": p0,
+                "p_no_show_with_outreach": p1,
+                "outreach_effect": p0 - p1,
+            }
+        ),
+        "match_utility": _match_utility(draws, tables, ap, spec_ids, referral_ids),
+    }
+    return tables, truth
+
+
+def _match_utility(draws, tables, appointments, spec_ids, referral_ids) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """True utility of each kept candidate: static part plus wait (as of the referral) and continuity."""
+    tp = draws.truth_pairs
+    f = draws.frame
+    rows = tp["referral_row"].to_numpy()
+    srow = tp["specialist_row"].to_numpy()
+    created = f["created_at"].to_numpy()[rows]
+    index = NextAvailableIndex(tables["availability"])
+    wait = index.days_until_free_by_code(index.codes(spec_ids)[srow], created)
+    # Continuity: an attended visit with this specialist before the referral, by integer keys.
+    attended = (appointments["outcome"] == "attended").to_numpy(dtype=bool)
+    n_spec = len(spec_ids)
+    seen_key = (
+        appointments["patient_row"].to_numpy()[attended].astype(np.int64) * n_spec
+        + appointments["specialist_row"].to_numpy()[attended]
+    )
+    seen = pd.Series(appointments["appointment_at"].to_numpy()[attended]).groupby(seen_key).min()
+    pair_key = draws.patient_row[rows].astype(np.int64) * n_spec + srow
+    keys, first_visit = seen.index.to_numpy(), seen.to_numpy()
+    if len(keys):
+        pos = np.minimum(np.searchsorted(keys, pair_key), len(keys) - 1)
+        continuity = (keys[pos] == pair_key) & (first_visit[pos] < created)
+    else:
+        continuity = np.zeros(len(rows), dtype=bool)
+    wait_cost = pd.Series(f["urgency"].to_numpy()[rows]).map(WAIT_COST).to_numpy()
+    utility = tp["static_utility"].to_numpy() + W_CONTINUITY * continuity - wait_cost * wait
+    return pd.DataFrame(
+        {
+            "referral_id": pd.Categorical.from_codes(rows, categories=referral_ids),
+            "specialist_id": pd.Categorical.from_codes(srow, categories=spec_ids),
+            "utility": utility.astype(np.float32),
+            "focus_match": tp["focus_match"].to_numpy(),
+            "true_quality": tp["true_quality"].to_numpy(),
+            "distance_km": tp["distance_km"].to_numpy(),
+            "wait_days": wait.astype(np.float32),
+            "in_network": tp["in_network"].to_numpy(),
+            "accepts_plan": tp["accepts_plan"].to_numpy(),
+            "language_match": tp["language_match"].to_numpy(),
+            "sex_match": tp["sex_match"].to_numpy(),
+            "continuity": continuity,
+            "chosen": srow == draws.chosen[rows],
+        }
+    )
+
+
+def write_world(cfg: WorldConfig, out: Path, report: Reporter | None = None) -> dict[str, object]:
+    """Generate a world into `out` (tables, truth/, manifest.json) and return the manifest."""
+    tables, truth = build_world(cfg, report)
+    with _stage("calibration against published figures", report):
+        calibration = calibration_table(tables)
+    with _stage("writing Parquet", report):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "truth").mkdir(exist_ok=True)
+        for name, df in tables.items():
+            df.to_parquet(out / f"{name}.parquet", index=False)
+        for name, df in truth.items():
+            df.to_parquet(out / "truth" / f"{name}.parquet", index=False)
+    manifest: dict[str, object] = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": cfg.seed,
+        "size": cfg.size,
+        "config": cfg.model_dump(mode="json"),
+        "as_of": str(pd.Timestamp(cfg.as_of)),
+        "counts": {name: len(df) for name, df in tables.items()},
+        "truth_counts": {name: len(df) for name, df in truth.items()},
+        "content_hashes": {name: content_hash(df) for name, df in tables.items()}
+        | {f"truth/{name}": content_hash(df) for name, df in truth.items()},
+        "calibration": calibration,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
