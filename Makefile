@@ -1,0 +1,61 @@
+# The README's commands live here. `make demo` runs the main job; `make test` runs the tests.
+# Both bootstrap their own tools: only Python 3.11 and the package registries are needed.
+
+PYTHON ?= python3
+UV_VERSION ?= 0.13.9
+UV := .uv/bin/uv
+RUN := $(UV) run --frozen --no-sync
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := .venv
+
+WORLD ?= data/world-medium
+SIZE ?= medium
+SEED ?= 7
+
+.PHONY: setup demo world validate test test-fast lint format bench clean help
+
+help:
+	@echo "make demo   - set up, generate a $(SIZE) world into $(WORLD), print calibration, validate it"
+	@echo "make test   - set up and run the whole test suite (what CI runs)"
+	@echo "make lint   - ruff lint + format check, mypy"
+	@echo "make bench  - generator speed and memory for small, medium and large"
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	@touch $@
+
+setup: .venv/.synced
+
+demo: setup world validate
+
+world: setup
+	$(RUN) referral-ml generate --size $(SIZE) --seed $(SEED) --out $(WORLD)
+
+validate: setup
+	$(RUN) referral-ml validate $(WORLD)
+
+test: setup
+	$(RUN) ruff check .
+	$(RUN) pytest
+
+test-fast: setup
+	$(RUN) pytest -m "not slow"
+
+lint: setup
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+format: setup
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+bench: setup
+	$(RUN) python benchmarks/bench_generate.py
+
+clean:
+	rm -rf .venv .uv data mlruns mlflow.db .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,37 @@
+"""Shared fixtures: a small generated world, built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from synthetic_data.config import WorldConfig
+from synthetic_data.world import write_world
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small world written to a temporary folder (about one second)."""
+    out = tmp_path_factory.mktemp("world") / "small"
+    write_world(WorldConfig.for_size("small", seed=11), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_tables(small_world: Path) -> dict[str, pd.DataFrame]:
+    """The small world's public tables, read back from Parquet."""
+    from features.contract import TABLES
+
+    return {name: pd.read_parquet(small_world / f"{name}.parquet") for name in TABLES}
+
+
+@pytest.fixture(scope="session")
+def small_truth(small_world: Path) -> dict[str, pd.DataFrame]:
+    """The small world's truth tables."""
+    from features.contract import TRUTH_TABLES
+
+    return {
+        name: pd.read_parquet(small_world / "truth" / f"{name}.parquet") for name in TRUTH_TABLES
+    }
