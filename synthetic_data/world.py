@@ -17,11 +17,17 @@ from features.availability import NextAvailableIndex
 from features.contract import TABLES
 from synthetic_data.calibration import calibration_table
 from synthetic_data.config import GENERATOR_VERSION, WorldConfig
-from synthetic_data.directory import assign_weekly_capacity, build_directory
-from synthetic_data.population import build_population
-from synthetic_data.referrals import W_CONTINUITY, WAIT_COST, choose_specialists, draw_referrals
+from synthetic_data.directory import Directory, assign_weekly_capacity, build_directory
+from synthetic_data.population import Population, build_population
+from synthetic_data.referrals import (
+    W_CONTINUITY,
+    WAIT_COST,
+    ReferralDraws,
+    choose_specialists,
+    draw_referrals,
+)
 from synthetic_data.scheduling import SlotBook
-from synthetic_data.simulate import run_funnel
+from synthetic_data.simulate import Funnel, run_funnel
 
 Reporter = Callable[[str, float], None]
 
@@ -66,11 +72,19 @@ def build_world(
         )
         funnel = run_funnel(cfg, rng, directory, pop, draws, book)
     with _stage("assembling tables and truth", report):
-        tables, truth = _assemble(cfg, directory, pop, draws, book, funnel, end)
+        tables, truth = _assemble(directory, pop, draws, book, funnel, end)
     return tables, truth
 
 
-def _assemble(cfg, directory, pop, draws, book, funnel, end):  # type: ignore[no-untyped-def]
+def _assemble(
+    directory: Directory,
+    pop: Population,
+    draws: ReferralDraws,
+    book: SlotBook,
+    funnel: Funnel,
+    end: np.datetime64,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Public tables in contract order and the truth tables, with string ids assigned."""
     specs = directory.specialists
     spec_ids = specs["specialist_id"].to_numpy()
     f = draws.frame
@@ -145,7 +159,13 @@ def _assemble(cfg, directory, pop, draws, book, funnel, end):  # type: ignore[no
     return tables, truth
 
 
-def _match_utility(draws, tables, appointments, spec_ids, referral_ids) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def _match_utility(
+    draws: ReferralDraws,
+    tables: dict[str, pd.DataFrame],
+    appointments: pd.DataFrame,
+    spec_ids: np.ndarray,
+    referral_ids: np.ndarray,
+) -> pd.DataFrame:
     """True utility of each kept candidate: static part plus wait (as of the referral) and continuity."""
     tp = draws.truth_pairs
     f = draws.frame
