@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from features import codes, contract
-from features.schemas import SCHEMAS, TRUTH_SCHEMAS, npi_mask
+from features.dtypes import npi_mask
+from features.report import MAX_STORED_PER_CHECK, ValidationReport, Violation
+from features.schemas import SCHEMAS
+from features.truth_schemas import TRUTH_SCHEMAS
 from features.validation import (
-    MAX_STORED_PER_CHECK,
     DatasetReadError,
-    ValidationReport,
-    Violation,
     load_dataset,
     main_validate,
     validate_directory,

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features import codes, contract
-from features.schemas import SCHEMAS, npi_mask
+from features.dtypes import npi_mask
+from features.schemas import SCHEMAS
 from features.validation import validate_tables
 from tests.unit.contract_fixtures import valid_tables
 
