@@ -19,7 +19,7 @@ from synthetic_data.directory import Directory
 from synthetic_data.population import Population
 from synthetic_data.referrals import ReferralDraws
 from synthetic_data.scheduling import HOLD, HOLD_WINDOW, ROUTINE, SlotBook
-from synthetic_data.visits import no_show_logit, outreach_logit_reduction, sigmoid
+from synthetic_data.visits import draw_no_shows, no_show_logit, outreach_logit_reduction, sigmoid
 
 MINUTE = np.timedelta64(1, "m")
 DAY_MIN = 24 * 60
@@ -206,6 +206,7 @@ def run_funnel(
         req_kind[took],
         end,
         *coords,
+        earlier=_visit_events(appts, origin),
     )
     second["owner"] = owner_base + np.flatnonzero(took)
     appts["owner"] = appts["referral_row"].to_numpy()
@@ -229,10 +230,12 @@ def _appointments(
     end: np.datetime64,
     spec_lat: np.ndarray,
     spec_lon: np.ndarray,
+    earlier: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Appointment rows with reminders, the randomised outreach call, truth and outcome."""
     m = len(ref_rows)
     f = draws.frame
+    origin = cfg.start_time
     prow = draws.patient_row[ref_rows]
     spec_row = book.specialist[slots]
     appt_at = book.start[slots].astype("datetime64[m]")
@@ -264,16 +267,25 @@ def _appointments(
             "referral_type": f["referral_type"].to_numpy()[ref_rows],
         }
     )
-    logit = no_show_logit(facts)
     tau = outreach_logit_reduction(pop.transport_barrier[prow])
-    p0, p1 = sigmoid(logit), sigmoid(logit - tau)
+    # The call's effect enters before the draw; the record-based shift is added per visit below.
+    logit = no_show_logit(facts)
     p_cancel = sigmoid(-3.6 + 0.45 * np.log1p(np.maximum(lead_days, 0)))
     cancel_at = (
         booked_at + (rng.random(m) * (appt_at - booked_at) / MINUTE).astype(np.int64) * MINUTE
     )
     cancelled = (rng.random(m) < p_cancel) & (cancel_at <= end)
-    no_show = rng.random(m) < np.where(outreach, p1, p0)
     happened = appt_at <= end
+    no_show, shift = draw_no_shows(
+        prow,
+        _minutes(booked_at, origin),
+        _minutes(appt_at, origin),
+        happened & ~cancelled,
+        logit - np.where(outreach, tau, 0.0),
+        rng.random(m),
+        earlier,
+    )
+    p0, p1 = sigmoid(logit + shift), sigmoid(logit + shift - tau)
     outcome = np.where(no_show, "no_show", "attended").astype(object)
     outcome[~happened] = None
     outcome[cancelled] = "cancelled"
@@ -296,6 +308,16 @@ def _appointments(
             "lead_days": lead_days,
         }
     )
+
+
+def _visit_events(
+    appts: pd.DataFrame, origin: np.datetime64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(patient, outcome minute, is_no_show) of the attended and missed visits of a batch."""
+    outcome = appts["outcome"].to_numpy(dtype=object)
+    took_place = (outcome == "attended") | (outcome == "no_show")
+    minutes = _minutes(appts["outcome_at"].to_numpy()[took_place].astype("datetime64[m]"), origin)
+    return appts["patient_row"].to_numpy()[took_place], minutes, outcome[took_place] == "no_show"
 
 
 def _final_status(
