@@ -1,8 +1,9 @@
 """The true no-show process: what makes a patient miss a booked visit, and what outreach changes.
 
 Effects follow the published figures in shared/reference/FACTS.md: lead time (same-day visits are
-rarely missed, visits weeks away often are), a persistent patient propensity (prior no-shows
-predict the next), Medicaid and self-pay coverage, Spanish-speaking patients, distance, weekday,
+rarely missed, visits weeks away often are), the patient's own record (their smoothed no-show
+rate known at booking; this is what makes a prior no-show predict the next, OR ~4.4) plus a small
+latent trait, Medicaid and self-pay coverage, Spanish-speaking patients, distance, weekday,
 reminders (protective once lead time is accounted for) and an outreach call whose benefit is
 larger for patients with transport and access barriers.
 """
