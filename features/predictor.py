@@ -1,0 +1,106 @@
+"""The runtime no-show model: LightGBM booster + probability calibration + feature spec.
+
+Saved as a plain directory (a "bundle") so that training, batch scoring and the service load the
+same thing without MLflow on the request path:
+
+    model.txt           LightGBM text model (raw log-odds scores)
+    calibration.json    Platt scaling of the raw score: p = sigmoid(a * raw + b)
+    feature_spec.json   features.no_show.NoShowFeatureSpec
+    metadata.json       name, version, tiers and anything else the trainer records
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.no_show import NoShowFeatureSpec, build_features
+
+DEFAULT_TIERS = {"medium": 0.15, "high": 0.30}  # risk >= threshold -> tier
+
+
+@dataclass
+class NoShowPredictor:
+    """Calibrated no-show risk for flat appointment rows."""
+
+    booster: lgb.Booster
+    calibration: tuple[float, float]
+    spec: NoShowFeatureSpec
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tiers(self) -> dict[str, float]:
+        """Risk thresholds of the medium and high tiers."""
+        return dict(self.metadata.get("tiers", DEFAULT_TIERS))
+
+    def features(self, flat: pd.DataFrame, events: pd.DataFrame | None) -> pd.DataFrame:
+        """The model matrix for flat rows (same definition as in training)."""
+        X, _ = build_features(flat, events, self.spec)
+        return X
+
+    def raw_score(self, X: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated log-odds from the booster."""
+        return np.asarray(self.booster.predict(X, raw_score=True), dtype=float)
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from raw scores."""
+        a, b = self.calibration
+        return 1.0 / (1.0 + np.exp(-(a * raw + b)))
+
+    def predict_matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated risk for an already built model matrix."""
+        return self.calibrate(self.raw_score(X))
+
+    def predict(self, flat: pd.DataFrame, events: pd.DataFrame | None) -> np.ndarray:
+        """Calibrated no-show risk for flat rows."""
+        return self.predict_matrix(self.features(flat, events))
+
+    def tier(self, risk: np.ndarray) -> np.ndarray:
+        """low / medium / high by the configured thresholds."""
+        t = self.tiers
+        return np.where(risk >= t["high"], "high", np.where(risk >= t["medium"], "medium", "low"))
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions to the raw score (TreeSHAP via LightGBM pred_contrib)."""
+        contrib = np.asarray(self.booster.predict(X, pred_contrib=True))
+        return pd.DataFrame(contrib[:, :-1], columns=list(X.columns), index=X.index)
+
+    def top_factors(self, X: pd.DataFrame, k: int = 3) -> list[list[str]]:
+        """The k features that raise each row's risk most (names only, never values)."""
+        c = self.contributions(X)
+        names = np.array(c.columns)
+        order = np.argsort(-c.to_numpy(), axis=1)[:, :k]
+        positive = np.take_along_axis(c.to_numpy(), order, axis=1) > 0
+        return [list(names[o][p]) for o, p in zip(order, positive, strict=True)]
+
+    def save(self, directory: Path) -> Path:
+        """Write the bundle files into `directory`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / "model.txt"))
+        (directory / "calibration.json").write_text(
+            json.dumps({"method": "platt", "a": self.calibration[0], "b": self.calibration[1]})
+        )
+        (directory / "feature_spec.json").write_text(json.dumps(self.spec.to_dict(), indent=2))
+        (directory / "metadata.json").write_text(json.dumps(self.metadata, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> NoShowPredictor:
+        """Read a bundle; a missing or corrupt file raises ValueError naming it."""
+        try:
+            booster = lgb.Booster(model_file=str(directory / "model.txt"))
+            cal = json.loads((directory / "calibration.json").read_text())
+            spec = NoShowFeatureSpec.from_dict(
+                json.loads((directory / "feature_spec.json").read_text())
+            )
+            meta_path = directory / "metadata.json"
+            metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
+            raise ValueError(f"cannot load the no-show model bundle in {directory}: {exc}") from exc
+        return cls(booster, (float(cal["a"]), float(cal["b"])), spec, metadata)
