@@ -35,3 +35,12 @@ def small_truth(small_world: Path) -> dict[str, pd.DataFrame]:
     return {
         name: pd.read_parquet(small_world / "truth" / f"{name}.parquet") for name in TRUTH_TABLES
     }
+
+
+@pytest.fixture(scope="session")
+def model_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A denser small world (about 27k appointments) so model metrics are not dominated by noise."""
+    out = tmp_path_factory.mktemp("world") / "model"
+    cfg = WorldConfig.for_size("small", seed=5, patients=10_000, referrals=25_000, specialists=600)
+    write_world(cfg, out)
+    return out

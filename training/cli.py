@@ -88,6 +88,167 @@ def validate(
     raise typer.Exit(main_validate(directory))
 
 
+train_app = typer.Typer(
+    no_args_is_help=True, help="Train a model, log it to MLflow, register a version."
+)
+promote_app = typer.Typer(
+    no_args_is_help=True, help="Move @champion to a version that passes the gates."
+)
+score_app = typer.Typer(no_args_is_help=True, help="Score appointments with a registered model.")
+app.add_typer(train_app, name="train")
+app.add_typer(promote_app, name="promote")
+app.add_typer(score_app, name="score")
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="A dataset folder (generated or your own, in the contract)."),
+]
+AppointmentsOpt = Annotated[
+    Path | None,
+    typer.Option("--appointments", help="Your own appointments file (.csv or .parquet)."),
+]
+MappingOpt = Annotated[
+    Path | None, typer.Option("--mapping", help="mapping.yaml for --appointments.")
+]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow tracking URI (default: ./mlflow.db, SQLite)."),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+@train_app.command("no-show")
+def train_no_show_cmd(
+    data: DataOpt = None,
+    appointments: AppointmentsOpt = None,
+    mapping: MappingOpt = None,
+    test_from: Annotated[
+        str | None,
+        typer.Option("--test-from", help="First appointment date of the test window (YYYY-MM-DD)."),
+    ] = None,
+    offset_days: Annotated[
+        float | None,
+        typer.Option(
+            "--prediction-offset-days",
+            help="Predict this many days before the visit (default: at booking).",
+        ),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    metrics_out: Annotated[
+        Path | None, typer.Option("--metrics-out", help="Write the metrics JSON here.")
+    ] = None,
+    rejected_out: Annotated[
+        Path | None,
+        typer.Option("--rejected-out", help="Where to write rejected rows of --appointments."),
+    ] = None,
+) -> None:
+    """Train the calibrated no-show model, evaluate it against baselines, register a version."""
+    import pandas as pd
+
+    from training.no_show_job import load_no_show_data, train_and_register
+
+    try:
+        start = pd.Timestamp(test_from) if test_from else None
+    except ValueError:
+        raise _fail(f"--test-from: '{test_from}' is not a date (YYYY-MM-DD)") from None
+    try:
+        dataset = load_no_show_data(data, appointments, mapping, rejected_out, say=typer.echo)
+        outcome = train_and_register(
+            dataset,
+            test_from=start,
+            offset_days=offset_days,
+            tracking_uri=tracking_uri,
+            metrics_out=metrics_out,
+        )
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(_metrics_table(outcome.metrics_document))
+    typer.echo(f"\nregistered no-show version {outcome.version} (run {outcome.run_id})")
+    if metrics_out:
+        typer.echo(f"metrics written to {metrics_out}")
+
+
+def _metrics_table(doc: dict) -> str:
+    rows = [("model", doc["test"])] + [(f"baseline: {k}", v) for k, v in doc["baselines"].items()]
+    if "oracle" in doc:
+        rows.append(("ground-truth ceiling", doc["oracle"]))
+    head = f"{'':34} {'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8} {'logloss':>8} {'ECE':>8} {'recall@20%':>10}"
+    lines = [f"test window {doc['windows']['test']}", head]
+    for name, m in rows:
+        lines.append(
+            f"{name:34} {m['roc_auc']:8.4f} {m['pr_auc']:8.4f} {m['brier']:8.4f} {m['log_loss']:8.4f} "
+            f"{m['ece']:8.4f} {m.get('recall_at_20pct_daily', float('nan')):10.3f}"
+        )
+    if "gap_to_ceiling" in doc:
+        lines.append(
+            f"gap to ceiling {doc['gap_to_ceiling']:.4f} AUC; share of achievable lift {doc['model_share_of_ceiling']:.3f}"
+        )
+    return "\n".join(lines)
+
+
+@promote_app.command("no-show")
+def promote_no_show_cmd(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version to promote (default: latest).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if a gate fails (recorded).")
+    ] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Set @champion when the version passes the gates; say which gate failed and by how much."""
+    from training.no_show_job import promote
+
+    try:
+        promoted, _, message = promote(version, force=force, tracking_uri=tracking_uri)
+    except (ValueError, LookupError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(message)
+    raise typer.Exit(0 if promoted else 1)
+
+
+@score_app.command("no-show")
+def score_no_show_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output file (.csv or .parquet).")],
+    data: DataOpt = None,
+    appointments: AppointmentsOpt = None,
+    mapping: MappingOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Bundle folder or models:/no-show@alias (default: @champion)."
+        ),
+    ] = None,
+    upcoming_only: Annotated[
+        bool, typer.Option("--upcoming-only", help="Only appointments without an outcome.")
+    ] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Write appointment_id, risk, tier and top factors for each appointment."""
+    import tempfile
+
+    from training.no_show_job import load_no_show_data, load_predictor, score
+
+    try:
+        dataset = load_no_show_data(data, appointments, mapping, None, say=typer.echo)
+        with tempfile.TemporaryDirectory() as tmp:
+            predictor = load_predictor(model, tracking_uri, Path(tmp))
+        scored = score(predictor, dataset.flat, upcoming_only)
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        scored.to_parquet(out, index=False)
+    else:
+        scored.to_csv(out, index=False)
+    counts = scored["tier"].value_counts().to_dict()
+    typer.echo(f"scored {len(scored):,} appointments -> {out}  (tiers: {counts})")
+
+
 def main() -> None:
     """Entry point for the console script."""
     app(prog_name="referral-ml")

@@ -1,0 +1,114 @@
+"""Integration fixtures: a real MLflow tracking server, started once per test session."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MLFLOW_EXE = Path(sys.executable).parent / "mlflow"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+PORT_ATTEMPTS = 3
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return text[-chars:] or "(no output)"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (uvicorn worker included), then SIGKILL what is left."""
+    pgid = proc.pid  # start_new_session=True: the server leads its own process group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    # Whatever of the group is still running (a worker that ignored SIGTERM) is killed.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _start(root: Path, port: int, stderr: Path) -> subprocess.Popen[bytes]:
+    # A hermetic server: no MLFLOW_* settings from the test process (MLflow's set_tracking_uri
+    # exports MLFLOW_TRACKING_URI), and no background job runner, which the tests do not use.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    cmd = [
+        str(MLFLOW_EXE),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with (root / "stdout.log").open("wb") as out, stderr.open("wb") as err:
+        return subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=out, stderr=err, start_new_session=True
+        )
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real `mlflow server` (SQLite backend, proxied artifacts) on a free local port."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    stderr = root / "stderr.log"
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = _start(root, port, stderr)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while proc.poll() is None and not _healthy(url):
+            if time.monotonic() > deadline:
+                _stop(proc)
+                pytest.fail(
+                    f"mlflow server did not answer {url}/health within {START_TIMEOUT_S:.0f} s; "
+                    f"stderr:\n{_tail(stderr)}"
+                )
+            time.sleep(0.2)
+        if proc.poll() is None:
+            break
+        _stop(proc)
+        # The port was free a moment ago; someone may have taken it since. Try another.
+        if "address already in use" in _tail(stderr).lower() and attempt < PORT_ATTEMPTS:
+            continue
+        pytest.fail(f"mlflow server exited with {proc.returncode}; stderr:\n{_tail(stderr)}")
+    try:
+        yield url
+    finally:
+        died = proc.poll()
+        _stop(proc)
+    if died is not None:
+        pytest.fail(f"mlflow server died during the session ({died}); stderr:\n{_tail(stderr)}")

@@ -1,0 +1,109 @@
+"""Evaluation metrics for probability models: discrimination, calibration, outreach recall, subgroups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+SUBGROUP_MIN_ROWS = 500  # subgroups smaller than this are reported but not gated
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE over equal-mass bins: mean |observed rate - mean predicted|, weighted by bin size."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    if len(y) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    total = 0.0
+    for chunk in np.array_split(order, min(bins, len(order))):
+        total += len(chunk) * abs(y[chunk].mean() - p[chunk].mean())
+    return total / len(y)
+
+
+def recall_at_daily_capacity(
+    y: np.ndarray, p: np.ndarray, day: np.ndarray, share: float = 0.2
+) -> float:
+    """Share of all no-shows reached when the riskiest `share` of each day's visits are called."""
+    frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "p": p, "day": day})
+    frame["rank"] = frame.groupby("day")["p"].rank(ascending=False, method="first")
+    frame["n"] = frame.groupby("day")["p"].transform("size")
+    called = frame["rank"] <= np.ceil(share * frame["n"])
+    missed = frame["y"].sum()
+    return float(frame.loc[called, "y"].sum() / missed) if missed else float("nan")
+
+
+def calibration_slope(y: np.ndarray, p: np.ndarray) -> float:
+    """Slope of a logistic regression of outcomes on logit(p): 1 is ideal, < 1 over-confident."""
+    y = np.asarray(y, dtype=int)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    z = np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
+    fit = LogisticRegression(C=1e6, max_iter=200).fit(z.reshape(-1, 1), y)
+    return float(fit.coef_[0, 0])
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, day: np.ndarray | None = None) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, Brier, log loss, ECE (and recall at 20% daily calls when days are given)."""
+    y = np.asarray(y, dtype=int)
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    both = len(np.unique(y)) == 2
+    out = {
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "ece": expected_calibration_error(y, p),
+        "mean_predicted": float(p.mean()),
+        "observed_rate": float(y.mean()),
+    }
+    if day is not None:
+        out["recall_at_20pct_daily"] = recall_at_daily_capacity(y, p, day)
+    return out
+
+
+def subgroup_table(y: np.ndarray, p: np.ndarray, groups: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per subgroup level: n, AUC, mean predicted, observed rate, their ratio and calibration slope."""
+    y = np.asarray(y, dtype=int)
+    rows = []
+    for group, values in groups.items():
+        levels = pd.Series(values).fillna("unknown").astype(str).to_numpy()
+        for level in sorted(set(levels)):
+            m = levels == level
+            yy, pp = y[m], p[m]
+            observed, predicted = float(yy.mean()), float(pp.mean())
+            rows.append(
+                {
+                    "group": group,
+                    "level": level,
+                    "n": int(m.sum()),
+                    "auc": float(roc_auc_score(yy, pp))
+                    if len(np.unique(yy)) == 2
+                    else float("nan"),
+                    "mean_predicted": predicted,
+                    "observed": observed,
+                    "observed_over_predicted": observed / predicted
+                    if predicted > 0
+                    else float("nan"),
+                    "calibration_slope": calibration_slope(yy, pp)
+                    if m.sum() >= 50
+                    else float("nan"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def bootstrap_interval(
+    y: np.ndarray, p: np.ndarray, metric: str = "roc_auc", n: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of a metric (resampling rows)."""
+    rng = np.random.default_rng(seed)
+    y, p = np.asarray(y), np.asarray(p)
+    fn = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}[metric]
+    stats = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[idx])) == 2:
+            stats.append(fn(y[idx], p[idx]))
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))

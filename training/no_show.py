@@ -1,0 +1,261 @@
+"""Train and evaluate the no-show model: time-based split, LightGBM, calibration, baselines, ceiling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from features.contract import TABLES
+from features.no_show import (
+    MONOTONE,
+    NoShowFeatureSpec,
+    build_features,
+    flatten_world,
+    history_events,
+)
+from features.predictor import DEFAULT_TIERS, NoShowPredictor
+from training.metrics import binary_metrics, subgroup_table
+from training.promotion import subgroup_columns
+
+LABELLED = ("attended", "no_show")
+LGB_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 200,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 5.0,
+    "cat_smooth": 20.0,
+    "num_threads": 2,
+    "deterministic": True,
+    "force_col_wise": True,
+    "verbose": -1,
+}
+
+
+@dataclass
+class NoShowData:
+    """Flat appointment rows (all of them: labelled, cancelled and upcoming) and their origin."""
+
+    flat: pd.DataFrame
+    source: str  # "synthetic world" or the own file's name
+    truth: pd.Series | None = None  # true no-show probability by appointment_id (synthetic only)
+    extra_numeric: list[str] = field(default_factory=list)
+    extra_categorical: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NoShowTraining:
+    """Everything a training run produced, for logging, gating and reports."""
+
+    predictor: NoShowPredictor
+    metrics: dict[str, Any]
+    subgroups: pd.DataFrame
+    test: pd.DataFrame  # flat test rows with label, model risk, baseline scores and truth
+    contributions: pd.DataFrame  # TreeSHAP contributions for a sample of test rows
+    sample_features: pd.DataFrame
+    windows: dict[str, str]
+
+
+def load_world(directory: Path) -> NoShowData:
+    """Flat rows and (when present) the true probabilities of a generated or contract dataset."""
+    tables = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES}
+    flat = flatten_world(tables)
+    truth_path = directory / "truth" / "appointments.parquet"
+    truth = None
+    if truth_path.exists():
+        t = pd.read_parquet(truth_path).set_index("appointment_id")
+        called = flat.set_index("appointment_id")["outreach_call"].reindex(t.index).fillna(False)
+        true_p = np.where(called, t["p_no_show_with_outreach"], t["p_no_show_without_outreach"])
+        truth = pd.Series(true_p, index=t.index)
+    return NoShowData(flat=flat, source=f"synthetic world {directory}", truth=truth)
+
+
+def time_split(appointment_at: pd.Series, test_from: pd.Timestamp | None) -> tuple[np.ndarray, ...]:
+    """Masks train / valid (early stopping) / calib (calibration) / test, in time order."""
+    t = pd.to_datetime(appointment_at)
+    if test_from is None:
+        test_from = t.quantile(0.8).normalize()
+    before = t[t < test_from]
+    if len(before) < 100 or (t >= test_from).sum() < 100:
+        raise ValueError(f"--test-from {test_from.date()} leaves too few rows before or after it")
+    q_valid, q_calib = before.quantile(0.75), before.quantile(0.875)
+    train = (t < q_valid).to_numpy()
+    valid = ((t >= q_valid) & (t < q_calib)).to_numpy()
+    calib = ((t >= q_calib) & (t < test_from)).to_numpy()
+    test = (t >= test_from).to_numpy()
+    return train, valid, calib, test
+
+
+def _window(t: pd.Series, mask: np.ndarray) -> str:
+    s = pd.to_datetime(t[mask])
+    return f"{s.min():%Y-%m-%d} .. {s.max():%Y-%m-%d}"
+
+
+def fit_calibration(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling of raw log-odds on a held-out fold: p = sigmoid(a * raw + b)."""
+    fit = LogisticRegression(C=1e6, max_iter=500).fit(raw.reshape(-1, 1), y)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
+def _monotone(columns: list[str]) -> list[int]:
+    return [MONOTONE.get(c, 0) for c in columns]
+
+
+def _logistic_baseline(
+    X_train: pd.DataFrame, y_train: np.ndarray, spec: NoShowFeatureSpec
+) -> Pipeline:
+    """Logistic regression on the same features (imputed, scaled, one-hot)."""
+    categorical = list(spec.categorical)
+    pre = ColumnTransformer(
+        [
+            (
+                "num",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                list(spec.numeric),
+            ),
+            ("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=20), categorical),
+        ]
+    )
+    model = make_pipeline(pre, LogisticRegression(max_iter=1000, C=1.0))
+    model.fit(_as_object(X_train, categorical), y_train)
+    return model
+
+
+def _as_object(X: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """Categoricals as plain objects with 'missing' for NaN, as the one-hot encoder wants."""
+    Xc = X.copy()
+    for c in categorical:
+        Xc[c] = Xc[c].astype(object).where(Xc[c].notna(), "missing")
+    return Xc
+
+
+def _rule_cells(X: pd.DataFrame) -> np.ndarray:
+    """The 'prior no-show + lead time' rule: 2 x 4 cells (any prior no-show x lead bucket)."""
+    lead = X["lead_days"].to_numpy()
+    bucket = np.select([X["same_day"].to_numpy() > 0, lead <= 7, lead <= 20], [0, 1, 2], 3)
+    return (X["prior_no_shows"].to_numpy() > 0) * 4 + bucket
+
+
+def train_no_show(
+    data: NoShowData,
+    *,
+    test_from: pd.Timestamp | None = None,
+    offset_days: float | None = None,
+    seed: int = 7,
+    tiers: dict[str, float] | None = None,
+) -> NoShowTraining:
+    """Fit on the earliest appointments, stop early on the next, calibrate on the next, test on the last."""
+    flat = data.flat
+    events = history_events(flat)
+    labelled = flat[flat["outcome"].isin(LABELLED)].sort_values("appointment_at", kind="stable")
+    labelled = labelled.reset_index(drop=True)
+    if len(labelled) < 500 or labelled["outcome"].nunique() < 2:
+        raise ValueError(
+            "training needs at least 500 attended/no-show appointments with both outcomes"
+        )
+    y = (labelled["outcome"] == "no_show").to_numpy(dtype=int)
+    X, spec = build_features(
+        labelled,
+        events,
+        offset_days=offset_days,
+        extra_numeric=tuple(data.extra_numeric),
+        extra_categorical=tuple(data.extra_categorical),
+    )
+    train, valid, calib, test = time_split(labelled["appointment_at"], test_from)
+
+    params = dict(LGB_PARAMS, seed=seed, monotone_constraints=_monotone(spec.columns))
+    dtrain = lgb.Dataset(X[train], y[train], categorical_feature=list(spec.categorical) or "auto")
+    dvalid = lgb.Dataset(X[valid], y[valid], reference=dtrain)
+    booster = lgb.train(
+        params,
+        dtrain,
+        num_boost_round=3000,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(100, verbose=False)],
+    )
+    raw = np.asarray(booster.predict(X, raw_score=True, num_iteration=booster.best_iteration))
+    calibration = fit_calibration(raw[calib], y[calib])
+    meta = {
+        "tiers": tiers or DEFAULT_TIERS,
+        "best_iteration": booster.best_iteration,
+        "trained_rows": int(train.sum()),
+        "source": data.source,
+    }
+    booster = booster if booster.best_iteration <= 0 else _trimmed(booster)
+    predictor = NoShowPredictor(booster, calibration, spec, meta)
+    risk = predictor.predict_matrix(X)
+
+    # Baselines on the same rows.
+    scores: dict[str, np.ndarray] = {"model": risk}
+    scores["base_rate"] = np.full(len(y), y[train].mean())
+    logit = _logistic_baseline(X[train], y[train], spec)
+    scores["logistic_regression"] = logit.predict_proba(_as_object(X, list(spec.categorical)))[:, 1]
+    cells = _rule_cells(X)
+    cell_rate = pd.Series(y[train]).groupby(cells[train]).agg(["sum", "size"])
+    rate = (cell_rate["sum"] + 10 * y[train].mean()) / (cell_rate["size"] + 10)
+    scores["prior_no_show_and_lead_rule"] = (
+        pd.Series(cells).map(rate).fillna(y[train].mean()).to_numpy()
+    )
+
+    day = pd.to_datetime(labelled["appointment_at"]).dt.normalize().to_numpy()
+    metrics: dict[str, Any] = {"test": binary_metrics(y[test], risk[test], day[test])}
+    metrics["calibration_fold"] = binary_metrics(y[calib], risk[calib])
+    metrics["baselines"] = {
+        name: binary_metrics(y[test], s[test], day[test])
+        for name, s in scores.items()
+        if name != "model"
+    }
+    test_rows = labelled[test].copy()
+    for name, s in scores.items():
+        test_rows[f"score_{name}"] = s[test]
+    test_rows["label"] = y[test]
+    if data.truth is not None:
+        true_p = labelled["appointment_id"].map(data.truth).to_numpy(dtype=float)
+        test_rows["true_probability"] = true_p[test]
+        oracle = binary_metrics(y[test], true_p[test], day[test])
+        metrics["oracle"] = oracle
+        metrics["model_share_of_ceiling"] = (metrics["test"]["roc_auc"] - 0.5) / (
+            oracle["roc_auc"] - 0.5
+        )
+        metrics["gap_to_ceiling"] = oracle["roc_auc"] - metrics["test"]["roc_auc"]
+
+    subgroups = subgroup_table(y[test], risk[test], subgroup_columns(test_rows))
+
+    rng = np.random.default_rng(seed)
+    sample_idx = np.flatnonzero(test)
+    sample_idx = rng.choice(sample_idx, size=min(2000, len(sample_idx)), replace=False)
+    sample_features = X.iloc[np.sort(sample_idx)]
+    windows = {
+        "train": _window(labelled["appointment_at"], train),
+        "valid": _window(labelled["appointment_at"], valid),
+        "calibration": _window(labelled["appointment_at"], calib),
+        "test": _window(labelled["appointment_at"], test),
+    }
+    predictor.metadata["windows"] = windows
+    return NoShowTraining(
+        predictor=predictor,
+        metrics=metrics,
+        subgroups=subgroups,
+        test=test_rows,
+        contributions=predictor.contributions(sample_features),
+        sample_features=sample_features,
+        windows=windows,
+    )
+
+
+def _trimmed(booster: lgb.Booster) -> lgb.Booster:
+    """A booster holding only the trees up to the early-stopping iteration."""
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))

@@ -1,0 +1,115 @@
+"""Promotion gates: a candidate becomes @champion only when it is at least as good where it counts.
+
+No-show gates, all measured on the candidate's test window (the shared window: both models
+score the same rows):
+- auc: candidate ROC-AUC not worse than the champion's by more than 0.005;
+- ece: candidate expected calibration error at most 0.03;
+- subgroup_calibration: every subgroup with at least SUBGROUP_MIN_ROWS rows has an
+  observed/predicted no-show ratio within 0.8-1.25.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from training.metrics import SUBGROUP_MIN_ROWS, binary_metrics, subgroup_table
+
+AUC_TOLERANCE = 0.005
+MAX_ECE = 0.03
+RATIO_BAND = (0.8, 1.25)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate's verdict, with the measured value, the threshold and a sentence for a person."""
+
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def no_show_gates(
+    y: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray | None,
+    groups: dict[str, np.ndarray],
+) -> list[GateResult]:
+    """Evaluate the no-show promotion gates on one shared set of labelled rows."""
+    cand = binary_metrics(y, candidate)
+    results = []
+    if champion is None:
+        results.append(
+            GateResult("auc", True, cand["roc_auc"], float("nan"), "no current champion")
+        )
+    else:
+        champ_auc = binary_metrics(y, champion)["roc_auc"]
+        floor = champ_auc - AUC_TOLERANCE
+        diff = cand["roc_auc"] - champ_auc
+        results.append(
+            GateResult(
+                "auc",
+                cand["roc_auc"] >= floor,
+                cand["roc_auc"],
+                floor,
+                f"candidate AUC {cand['roc_auc']:.4f} vs champion {champ_auc:.4f} "
+                f"({diff:+.4f}; allowed down to -{AUC_TOLERANCE})",
+            )
+        )
+    results.append(
+        GateResult(
+            "ece",
+            cand["ece"] <= MAX_ECE,
+            cand["ece"],
+            MAX_ECE,
+            f"expected calibration error {cand['ece']:.4f} (at most {MAX_ECE})"
+            + ("" if cand["ece"] <= MAX_ECE else f", over by {cand['ece'] - MAX_ECE:.4f}"),
+        )
+    )
+    table = subgroup_table(y, candidate, groups)
+    gated = table[table["n"] >= SUBGROUP_MIN_ROWS]
+    lo, hi = RATIO_BAND
+    ratio = gated["observed_over_predicted"]
+    bad = gated[(ratio < lo) | (ratio > hi)]
+    worst = float(ratio.iloc[(ratio - 1).abs().argmax()]) if len(ratio) else 1.0
+    detail = (
+        f"all {len(gated)} subgroups with >= {SUBGROUP_MIN_ROWS} rows within {lo}-{hi}"
+        if bad.empty
+        else "; ".join(
+            f"{r.group}={r.level}: observed/predicted {r.observed_over_predicted:.2f} (n={r.n})"
+            for r in bad.itertuples()
+        )
+    )
+    results.append(GateResult("subgroup_calibration", bad.empty, worst, hi, detail))
+    return results
+
+
+def summarize(results: list[GateResult]) -> str:
+    """One line per gate: PASS/FAIL, name and detail."""
+    return "\n".join(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<22} {r.detail}" for r in results)
+
+
+def subgroup_columns(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The audit subgroups of flat rows (age band, sex, payer type, language, race as audit)."""
+    from features.no_show import age_band
+
+    candidates = {
+        "age_band": age_band(rows["age"]) if "age" in rows else None,
+        "sex": rows.get("sex"),
+        "payer_type": rows.get("payer_type"),
+        "language": rows.get("language"),
+        "race_ethnicity (audit only)": rows.get("race_ethnicity"),
+    }
+    return {
+        k: np.asarray(v)
+        for k, v in candidates.items()
+        if v is not None and pd.Series(v).notna().any()
+    }
