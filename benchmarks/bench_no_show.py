@@ -1,0 +1,116 @@
+"""No-show model: training time and memory at scale, and batch scoring throughput, with anchors.
+
+Anchors measured in the same run:
+- training: a bare `lightgbm.train` on the same prepared matrix with the same parameters and
+  number of trees (the floor for our pipeline: features, early stopping, calibration, baselines);
+- scoring: a bare `Booster.predict` on the prepared matrix (the floor for features + calibration).
+
+    python benchmarks/bench_no_show.py --data data/world-large   (generate it with --size large)
+
+Writes benchmarks/results/no-show-<date>.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from datetime import date
+from pathlib import Path
+
+import lightgbm as lgb
+
+from features.no_show import history_events
+from training.no_show import LGB_PARAMS, _monotone, load_world, train_no_show
+
+
+def rss_gb() -> float:
+    """Peak resident memory of this process so far, in GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write its results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--score-rows", type=int, default=200_000)
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    data = load_world(args.data)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = train_no_show(data)
+    train_s = time.perf_counter() - t0
+    rss_train = rss_gb()
+    labelled = data.flat[data.flat["outcome"].isin(["attended", "no_show"])]
+
+    # Anchor: bare lightgbm.train on the same matrix, same parameters and tree count.
+    predictor = result.predictor
+    events = history_events(data.flat)
+    X = predictor.features(labelled, events)
+    y = (labelled["outcome"] == "no_show").to_numpy(dtype=int)
+    trees = predictor.booster.num_trees()
+    params = dict(LGB_PARAMS, monotone_constraints=_monotone(predictor.spec.columns))
+    n_train = int(predictor.metadata["trained_rows"])
+    t0 = time.perf_counter()
+    lgb.train(
+        params,
+        lgb.Dataset(
+            X.iloc[:n_train], y[:n_train], categorical_feature=list(predictor.spec.categorical)
+        ),
+        num_boost_round=trees,
+    )
+    bare_train_s = time.perf_counter() - t0
+
+    # Scoring: features + calibrated prediction vs bare booster predict on the prepared matrix.
+    rows = data.flat.iloc[: args.score_rows]
+    t0 = time.perf_counter()
+    predictor.predict(rows, events)
+    score_s = time.perf_counter() - t0
+    Xs = predictor.features(rows, events)
+    t0 = time.perf_counter()
+    predictor.booster.predict(Xs, raw_score=True)
+    bare_score_s = time.perf_counter() - t0
+
+    out = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "rows_total": len(data.flat),
+        "labelled_rows": len(labelled),
+        "trained_rows": n_train,
+        "trees": trees,
+        "load_seconds": load_s,
+        "train_pipeline_seconds": train_s,
+        "bare_lightgbm_train_seconds": bare_train_s,
+        "train_ratio_to_bare": train_s / bare_train_s,
+        "peak_rss_gb": rss_gb(),
+        "peak_rss_after_training_gb": rss_train,
+        "score_rows": len(rows),
+        "score_rows_per_second": len(rows) / score_s,
+        "bare_predict_rows_per_second": len(rows) / bare_score_s,
+        "test_roc_auc": result.metrics["test"]["roc_auc"],
+        "ceiling_roc_auc": result.metrics.get("oracle", {}).get("roc_auc"),
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / f"no-show-{date.today().isoformat()}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print("| figure | value | anchor | ratio |\n|---|---:|---:|---:|")
+    print(
+        f"| training pipeline, {n_train:,} training rows of {len(labelled):,} labelled (s) | {train_s:.1f} | bare lightgbm.train {bare_train_s:.1f} | {train_s / bare_train_s:.1f}x |"
+    )
+    print(f"| peak RSS (GB) | {out['peak_rss_gb']:.2f} | | |")
+    print(
+        f"| batch scoring, features included (rows/s) | {out['score_rows_per_second']:,.0f} | bare predict {out['bare_predict_rows_per_second']:,.0f} | {out['bare_predict_rows_per_second'] / out['score_rows_per_second']:.1f}x |"
+    )
+    print(
+        f"\nload {load_s:.1f} s; test AUC {out['test_roc_auc']:.4f} (ceiling {out['ceiling_roc_auc']}); written {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
