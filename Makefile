@@ -12,13 +12,13 @@ WORLD ?= data/world-medium
 SIZE ?= medium
 SEED ?= 7
 
-.PHONY: setup demo world validate test test-fast lint format bench clean help
+.PHONY: setup demo world validate train-no-show promote-no-show score-no-show test test-fast lint format bench clean help
 
 help:
-	@echo "make demo   - set up, generate a $(SIZE) world into $(WORLD), print calibration, validate it"
+	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and score the no-show model"
 	@echo "make test   - set up and run the whole test suite (what CI runs)"
 	@echo "make lint   - ruff lint + format check, mypy"
-	@echo "make bench  - generator speed and memory for small, medium and large"
+	@echo "make bench  - generator speed and memory per size; no-show training at ~1M appointments and scoring"
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -30,13 +30,22 @@ $(UV):
 
 setup: .venv/.synced
 
-demo: setup world validate
+demo: setup world validate train-no-show promote-no-show score-no-show
 
 world: setup
 	$(RUN) referral-ml generate --size $(SIZE) --seed $(SEED) --out $(WORLD)
 
 validate: setup
 	$(RUN) referral-ml validate $(WORLD)
+
+train-no-show: setup
+	$(RUN) referral-ml train no-show --data $(WORLD) --metrics-out $(WORLD)/no_show_metrics.json
+
+promote-no-show: setup
+	$(RUN) referral-ml promote no-show
+
+score-no-show: setup
+	$(RUN) referral-ml score no-show --data $(WORLD) --upcoming-only --out $(WORLD)/no_show_scores.csv
 
 test: setup
 	$(RUN) ruff check .
@@ -56,6 +65,8 @@ format: setup
 
 bench: setup
 	$(RUN) python benchmarks/bench_generate.py
+	test -d data/world-large || $(RUN) referral-ml generate --size large --out data/world-large --quiet
+	$(RUN) python benchmarks/bench_no_show.py --data data/world-large
 
 clean:
 	rm -rf .venv .uv data mlruns mlflow.db .pytest_cache .ruff_cache .mypy_cache

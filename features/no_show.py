@@ -60,6 +60,23 @@ MONOTONE: Final = {
     "text_reminder": -1,
     "outreach_call": -1,
 }
+# Features computed from the flat columns (not inputs themselves): an own-data extra column
+# may not take one of these names.
+DERIVED: Final = (
+    "lead_days",
+    "same_day",
+    "booked_weekday",
+    "booked_hour",
+    "visit_weekday",
+    "visit_hour",
+    "prior_appointments",
+    "prior_no_shows",
+    "prior_cancellations",
+    "prior_no_show_rate",
+    "days_since_last_no_show",
+    "specialist_no_show_rate",
+    "clinic_no_show_rate",
+)
 AGE_BANDS: Final = (
     (0, 18, "0-17"),
     (18, 35, "18-34"),
@@ -270,7 +287,7 @@ def build_features(
             if col in flat.columns
             else pd.Series(pd.NA, index=flat.index)
         )
-        out[col] = pd.Categorical(values.to_numpy(dtype=object), categories=cats)
+        out[col] = pd.Categorical(values, categories=cats)
     return out, spec
 
 

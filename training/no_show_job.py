@@ -238,7 +238,9 @@ def promote(
     if current is not None and str(current.version) == str(candidate.version):
         return True, [], f"version {candidate.version} is already the champion"
     if not candidate.run_id:
-        raise LookupError(f"{MODEL_NAME} v{candidate.version} has no training run to evaluate it with")
+        raise LookupError(
+            f"{MODEL_NAME} v{candidate.version} has no training run to evaluate it with"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         evaluation = registry.run_artifact_dir(candidate.run_id, EVALUATION_DIR, Path(tmp) / "eval")
         rows = pd.read_parquet(evaluation / "test_rows.parquet")

@@ -41,7 +41,7 @@ from pydantic import (
 )
 
 from features import contract
-from features.no_show import FLAT_OPTIONAL, FLAT_REQUIRED
+from features.no_show import DERIVED, FLAT_OPTIONAL, FLAT_REQUIRED
 
 LABEL_COLUMNS: Final = ("outcome", "outcome_at")
 TARGET_COLUMNS: Final = (*FLAT_REQUIRED, *FLAT_OPTIONAL, *LABEL_COLUMNS)
@@ -71,21 +71,7 @@ BOOLEAN_TEXT: Final = {
 MISSING_TEXT: Final = ("", "na", "n/a", "#n/a", "null", "none", "nan", "<na>")
 AGE_RANGE: Final = (0.0, 120.0)
 # Names build_features derives itself: an extra feature under one of them would overwrite it.
-DERIVED_FEATURES: Final = (
-    "lead_days",
-    "same_day",
-    "booked_weekday",
-    "booked_hour",
-    "visit_weekday",
-    "visit_hour",
-    "prior_appointments",
-    "prior_no_shows",
-    "prior_cancellations",
-    "prior_no_show_rate",
-    "days_since_last_no_show",
-    "specialist_no_show_rate",
-    "clinic_no_show_rate",
-)
+DERIVED_FEATURES: Final = DERIVED
 # Mappings shipped with the package (e.g. vitoria_no_show.yaml for the public Vitória dataset).
 MAPPINGS_DIR: Final = Path(__file__).with_name("mappings")
 

@@ -113,3 +113,11 @@ def test_missing_inputs_become_unknown_not_errors(flat: pd.DataFrame) -> None:
     X, _ = build_features(bare, None, spec)
     assert list(X.columns) == spec.columns
     assert X["distance_km"].isna().all() and (X["prior_no_shows"] == 0).all()
+
+
+def test_derived_feature_names_are_exactly_the_computed_ones(flat: pd.DataFrame) -> None:
+    from features.no_show import CATEGORICAL, DERIVED, FLAT_OPTIONAL
+
+    X, _ = build_features(flat, history_events(flat))
+    computed = {c for c in X.columns if c not in FLAT_OPTIONAL and c not in CATEGORICAL}
+    assert computed == set(DERIVED)

@@ -124,3 +124,37 @@ def test_a_slot_booked_later_still_counts_as_free_earlier() -> None:
     )
     assert before == pytest.approx(6.0)
     assert after == pytest.approx(14.0)
+
+
+def test_history_matches_brute_force_on_random_data() -> None:
+    # Given random outcome events for a few patients (ties in time included)
+    rng = np.random.default_rng(11)
+    n = 600
+    t = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 60, n) * 1440, unit="min")
+    events = pd.DataFrame(
+        {
+            "patient_id": rng.choice(["A", "B", "C", "D"], n),
+            "outcome": rng.choice(["attended", "no_show", "cancelled"], n, p=[0.6, 0.25, 0.15]),
+            "outcome_at": t,
+        }
+    )
+    rows = pd.DataFrame(
+        {
+            "patient_id": rng.choice(["A", "B", "C", "D", "E"], 200),
+            "as_of": pd.Timestamp("2024-01-01")
+            + pd.to_timedelta(rng.integers(0, 62, 200) * 1440, unit="min"),
+        }
+    )
+    # When history is computed vectorised
+    got = patient_history(rows, events)
+    # Then every row equals the obvious computation over events strictly before its time
+    for i, r in rows.iterrows():
+        known = events[
+            (events["patient_id"] == r["patient_id"]) & (events["outcome_at"] < r["as_of"])
+        ]
+        ns = known[known["outcome"] == "no_show"]
+        assert got.loc[i, "prior_appointments"] == len(known)
+        assert got.loc[i, "prior_no_shows"] == len(ns)
+        assert got.loc[i, "prior_cancellations"] == (known["outcome"] == "cancelled").sum()
+        want = (r["as_of"] - ns["outcome_at"].max()).total_seconds() / 86400 if len(ns) else NEVER
+        assert got.loc[i, "days_since_last_no_show"] == pytest.approx(want)
