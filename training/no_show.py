@@ -30,7 +30,7 @@ from training.promotion import subgroup_columns
 LABELLED = ("attended", "no_show")
 LGB_PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "learning_rate": 0.05,
+    "learning_rate": 0.1,
     "num_leaves": 31,
     "min_data_in_leaf": 200,
     "feature_fraction": 0.8,
