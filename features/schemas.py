@@ -118,7 +118,15 @@ _LANGUAGES = frozenset(contract.LANGUAGES)
 # ---------------------------------------------------------------------------------------------
 
 
-class Organizations(pa.DataFrameModel):
+class ContractModel(pa.DataFrameModel):
+    """Common settings of every contract table: coerce types, and reject unknown columns."""
+
+    class Config:
+        coerce = True
+        strict = True
+
+
+class Organizations(ContractModel):
     """Practices and primary-care clinics."""
 
     organization_id: Series[str] = pa.Field(unique=True)
@@ -150,11 +158,9 @@ class Organizations(pa.DataFrameModel):
 
     class Config:
         name = "organizations"
-        coerce = True
-        strict = True
 
 
-class Plans(pa.DataFrameModel):
+class Plans(ContractModel):
     """Insurance plans; network_ids '' means an open network."""
 
     insurance_plan_id: Series[str] = pa.Field(unique=True)
@@ -171,11 +177,9 @@ class Plans(pa.DataFrameModel):
 
     class Config:
         name = "plans"
-        coerce = True
-        strict = True
 
 
-class Patients(pa.DataFrameModel):
+class Patients(ContractModel):
     """Patients; race_ethnicity is for subgroup audits only."""
 
     patient_id: Series[str] = pa.Field(unique=True)
@@ -194,11 +198,9 @@ class Patients(pa.DataFrameModel):
 
     class Config:
         name = "patients"
-        coerce = True
-        strict = True
 
 
-class ReferringProviders(pa.DataFrameModel):
+class ReferringProviders(ContractModel):
     """Primary-care clinicians who send referrals, keyed by NPI."""
 
     provider_id: Series[str] = pa.Field(unique=True)
@@ -218,11 +220,9 @@ class ReferringProviders(pa.DataFrameModel):
 
     class Config:
         name = "referring_providers"
-        coerce = True
-        strict = True
 
 
-class Specialists(pa.DataFrameModel):
+class Specialists(ContractModel):
     """Specialists keyed by NPI, with their NUCC specialty, focus areas, networks and capacity."""
 
     specialist_id: Series[str] = pa.Field(unique=True)
@@ -269,11 +269,9 @@ class Specialists(pa.DataFrameModel):
 
     class Config:
         name = "specialists"
-        coerce = True
-        strict = True
 
 
-class Availability(pa.DataFrameModel):
+class Availability(ContractModel):
     """Appointment slots; a slot is busy exactly when it holds an appointment."""
 
     slot_id: Series[str] = pa.Field(unique=True)
@@ -307,11 +305,9 @@ class Availability(pa.DataFrameModel):
 
     class Config:
         name = "availability"
-        coerce = True
-        strict = True
 
 
-class Referrals(pa.DataFrameModel):
+class Referrals(ContractModel):
     """Referrals from a referring provider for a patient to a specialty."""
 
     referral_id: Series[str] = pa.Field(unique=True)
@@ -358,11 +354,9 @@ class Referrals(pa.DataFrameModel):
 
     class Config:
         name = "referrals"
-        coerce = True
-        strict = True
 
 
-class Appointments(pa.DataFrameModel):
+class Appointments(ContractModel):
     """Booked visits; outcome null means the visit is still upcoming."""
 
     appointment_id: Series[str] = pa.Field(unique=True)
@@ -405,8 +399,6 @@ class Appointments(pa.DataFrameModel):
 
     class Config:
         name = "appointments"
-        coerce = True
-        strict = True
 
 
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
