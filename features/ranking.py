@@ -1,0 +1,218 @@
+"""Pair features for the specialist ranker: one row per (referral, candidate specialist).
+
+Everything is as of the referral's creation time: next free slot from the availability
+snapshot (point-in-time), the specialist's completion and no-show rates from outcomes known
+before then, continuity from the patient's attended visits before then. Shared by training and
+the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from features.availability import NextAvailableIndex
+from features.codes import reasons
+from features.contract import LANGUAGES, split_multi
+from features.geo import haversine_km
+from features.history import patient_history
+from features.network import network_matrices
+
+PAIR_FEATURES: Final = (
+    "distance_km",
+    "focus_match",
+    "in_network",
+    "accepts_plan",
+    "next_available_days",
+    "rating_shrunk",
+    "review_count",
+    "language_match",
+    "sex_match",
+    "specialist_completion_rate",
+    "specialist_no_show_rate",
+    "continuity",
+    "same_system",
+    "urgency_level",
+    "urgency_x_wait",
+)
+URGENCY_LEVEL: Final = {"routine": 0, "urgent": 1, "stat": 2}
+RATING_PRIOR, RATING_STRENGTH = 4.0, 10.0
+COMPLETION_PRIOR, RATE_STRENGTH = 0.7, 20.0
+NO_SHOW_PRIOR = 0.2
+
+
+def _membership(column: pd.Series, codes: dict[str, int]) -> np.ndarray:
+    out = np.zeros((len(column), len(codes)), dtype=bool)
+    for i, value in enumerate(column.tolist()):
+        for part in split_multi(value):
+            j = codes.get(part)
+            if j is not None:
+                out[i, j] = True
+    return out
+
+
+@dataclass
+class RankingContext:
+    """A directory snapshot prepared for pair features (built once, reused for every request)."""
+
+    specialists: pd.DataFrame
+    availability: NextAvailableIndex
+    in_network: np.ndarray
+    accepts: np.ndarray
+    plan_index: dict[str, int]
+    treats: np.ndarray
+    category_index: dict[str, int]
+    speaks: np.ndarray
+    system: np.ndarray  # health-system id per specialist ('' for independent)
+    rating_shrunk: np.ndarray
+    visit_events: pd.DataFrame  # specialist_id, patient_id, outcome, outcome_at
+    referral_events: (
+        pd.DataFrame
+    )  # specialist_id, outcome (attended=completed / no_show=failed), outcome_at
+
+    @classmethod
+    def build(
+        cls,
+        specialists: pd.DataFrame,
+        plans: pd.DataFrame,
+        organizations: pd.DataFrame,
+        availability: pd.DataFrame,
+        appointments: pd.DataFrame | None = None,
+        referrals: pd.DataFrame | None = None,
+    ) -> RankingContext:
+        """Prepare arrays for a directory snapshot and the outcome history known so far."""
+        in_net, accepts, plan_index = network_matrices(plans, specialists)
+        cats = {c: i for i, c in enumerate(sorted({r.category for r in reasons().values()}))}
+        langs = {lang: i for i, lang in enumerate(LANGUAGES)}
+        system_of = organizations.set_index("organization_id")["system_id"]
+        system = specialists["organization_id"].map(system_of).fillna("").astype(str).to_numpy()
+        reviews = specialists["review_count"].to_numpy(dtype=float)
+        rating = specialists["rating"].fillna(RATING_PRIOR).to_numpy(dtype=float)
+        shrunk = (rating * reviews + RATING_PRIOR * RATING_STRENGTH) / (reviews + RATING_STRENGTH)
+        visits = pd.DataFrame(columns=["specialist_id", "patient_id", "outcome", "outcome_at"])
+        if appointments is not None:
+            visits = appointments.loc[
+                appointments["outcome"].isin(["attended", "no_show"]),
+                ["specialist_id", "patient_id", "outcome", "outcome_at"],
+            ].reset_index(drop=True)
+        closed = pd.DataFrame(columns=["specialist_id", "outcome", "outcome_at"])
+        if referrals is not None:
+            done = referrals["status"].isin(["completed", "cancelled", "leaked", "never_scheduled"])
+            done &= referrals["specialist_id"].notna()
+            r = referrals.loc[done]
+            closed = pd.DataFrame(
+                {
+                    "specialist_id": r["specialist_id"].to_numpy(),
+                    "outcome": np.where(r["status"] == "completed", "attended", "no_show"),
+                    "outcome_at": r["status_at"].to_numpy(),
+                }
+            )
+        return cls(
+            specialists=specialists.reset_index(drop=True),
+            availability=NextAvailableIndex(availability),
+            in_network=in_net,
+            accepts=accepts,
+            plan_index=plan_index,
+            treats=_membership(specialists["focus_codes"], cats),
+            category_index=cats,
+            speaks=_membership(specialists["languages"], langs),
+            system=system,
+            rating_shrunk=shrunk,
+            visit_events=visits,
+            referral_events=closed,
+        )
+
+
+def pair_features(ctx: RankingContext, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Features for (referral, candidate) pairs.
+
+    `pairs` columns: specialist_row (row in ctx.specialists), as_of (the referral time),
+    latitude, longitude (patient), insurance_plan_id, reason_code, urgency, language, sex,
+    patient_id (optional), referring_system (optional health-system id of the referring practice).
+    """
+    sp = ctx.specialists
+    rows = pairs["specialist_row"].to_numpy(dtype=np.int64)
+    spec_ids = sp["specialist_id"].to_numpy()[rows]
+    as_of = pd.to_datetime(pairs["as_of"])
+    plan = pairs["insurance_plan_id"].map(ctx.plan_index)
+    known_plan = plan.notna().to_numpy()
+    p = plan.fillna(0).to_numpy(dtype=np.int64)
+    cat = pairs["reason_code"].str.slice(0, 3).map(ctx.category_index)
+    lang = pairs["language"].map({lang: i for i, lang in enumerate(LANGUAGES)})
+    X = pd.DataFrame(index=pairs.index)
+    X["distance_km"] = haversine_km(
+        pairs["latitude"].to_numpy(dtype=float),
+        pairs["longitude"].to_numpy(dtype=float),
+        sp["latitude"].to_numpy()[rows],
+        sp["longitude"].to_numpy()[rows],
+    )
+    X["focus_match"] = np.where(
+        cat.notna(), ctx.treats[rows, cat.fillna(0).to_numpy(dtype=np.int64)], False
+    ).astype(float)
+    X["in_network"] = np.where(known_plan, ctx.in_network[p, rows], False).astype(float)
+    X["accepts_plan"] = np.where(known_plan, ctx.accepts[p, rows], False).astype(float)
+    wait = ctx.availability.days_until_free(spec_ids, as_of.to_numpy())
+    X["next_available_days"] = wait
+    X["rating_shrunk"] = ctx.rating_shrunk[rows]
+    X["review_count"] = sp["review_count"].to_numpy(dtype=float)[rows]
+    non_english = (pairs["language"] != "en").to_numpy()
+    X["language_match"] = (
+        non_english
+        & lang.notna().to_numpy()
+        & ctx.speaks[rows, lang.fillna(0).to_numpy(dtype=np.int64)]
+    ).astype(float)
+    X["sex_match"] = (sp["sex"].to_numpy()[rows] == pairs["sex"].to_numpy()).astype(float)
+    keyed = pairs.assign(specialist_id=spec_ids, _as_of=as_of.to_numpy())
+    X["specialist_completion_rate"] = _rate(
+        ctx.referral_events, keyed, COMPLETION_PRIOR, success=True
+    )
+    X["specialist_no_show_rate"] = _rate(ctx.visit_events, keyed, NO_SHOW_PRIOR, success=False)
+    X["continuity"] = _continuity(ctx.visit_events, keyed)
+    referring = (
+        pairs["referring_system"].fillna("").astype(str).to_numpy()
+        if "referring_system" in pairs
+        else ""
+    )
+    X["same_system"] = ((ctx.system[rows] == referring) & (ctx.system[rows] != "")).astype(float)
+    level = pairs["urgency"].map(URGENCY_LEVEL).fillna(0).to_numpy(dtype=float)
+    X["urgency_level"] = level
+    X["urgency_x_wait"] = level * wait
+    return X[list(PAIR_FEATURES)]
+
+
+def _rate(events: pd.DataFrame, keyed: pd.DataFrame, prior: float, *, success: bool) -> np.ndarray:
+    """Smoothed per-specialist rate from events known before each pair's time."""
+    if events.empty:
+        return np.full(len(keyed), prior)
+    h = patient_history(keyed, events, as_of="_as_of", key="specialist_id")
+    n = h["prior_appointments"].to_numpy(dtype=float)
+    bad = h["prior_no_shows"].to_numpy(dtype=float)
+    hits = n - bad if success else bad
+    return (hits + RATE_STRENGTH * prior) / (n + RATE_STRENGTH)
+
+
+def _continuity(visits: pd.DataFrame, keyed: pd.DataFrame) -> np.ndarray:
+    """1 when the patient attended a visit with this specialist before the referral."""
+    if visits.empty or "patient_id" not in keyed:
+        return np.zeros(len(keyed))
+    attended = visits[visits["outcome"] == "attended"]
+    ev = pd.DataFrame(
+        {
+            "pair": attended["patient_id"].astype(str)
+            + "|"
+            + attended["specialist_id"].astype(str),
+            "outcome": "attended",
+            "outcome_at": attended["outcome_at"].to_numpy(),
+        }
+    )
+    rows = pd.DataFrame(
+        {
+            "pair": keyed["patient_id"].astype(str) + "|" + keyed["specialist_id"].astype(str),
+            "_as_of": keyed["_as_of"].to_numpy(),
+        }
+    )
+    h = patient_history(rows, ev, as_of="_as_of", key="pair")
+    return (h["prior_appointments"].to_numpy() > 0).astype(float)

@@ -1,0 +1,82 @@
+"""Ranker pair features are point-in-time; NDCG is computed as defined."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.contract import TABLES
+from features.ranking import PAIR_FEATURES, RankingContext, pair_features
+from training.ranker import _groups, ndcg_at
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def tables(small_world: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(small_world / f"{name}.parquet") for name in TABLES}
+
+
+def _pairs(tables: dict[str, pd.DataFrame], as_of: str) -> pd.DataFrame:
+    pt = tables["patients"].iloc[:50]
+    return pd.DataFrame(
+        {
+            "specialist_row": np.arange(50) % len(tables["specialists"]),
+            "as_of": pd.Timestamp(as_of),
+            "latitude": pt["latitude"].to_numpy(),
+            "longitude": pt["longitude"].to_numpy(),
+            "insurance_plan_id": pt["insurance_plan_id"].to_numpy(),
+            "reason_code": "I50.9",
+            "urgency": "routine",
+            "language": pt["preferred_language"].to_numpy(),
+            "sex": pt["sex"].to_numpy(),
+            "patient_id": pt["patient_id"].to_numpy(),
+        }
+    )
+
+
+def test_pair_features_ignore_outcomes_after_the_referral_time(
+    tables: dict[str, pd.DataFrame],
+) -> None:
+    # Given a context built with the full history and one built with history cut at the referral time
+    as_of = "2024-06-01"
+    t = tables
+    full = RankingContext.build(
+        t["specialists"],
+        t["plans"],
+        t["organizations"],
+        t["availability"],
+        t["appointments"],
+        t["referrals"],
+    )
+    cut_ap = t["appointments"][t["appointments"]["outcome_at"] < pd.Timestamp(as_of)]
+    cut_rf = t["referrals"][t["referrals"]["status_at"] < pd.Timestamp(as_of)]
+    past = RankingContext.build(
+        t["specialists"], t["plans"], t["organizations"], t["availability"], cut_ap, cut_rf
+    )
+    # When pair features are computed as of that time
+    a = pair_features(full, _pairs(t, as_of))
+    b = pair_features(past, _pairs(t, as_of))
+    # Then the later outcomes change nothing
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.columns) == list(PAIR_FEATURES)
+
+
+def test_unknown_plan_claims_no_network(tables: dict[str, pd.DataFrame]) -> None:
+    t = tables
+    ctx = RankingContext.build(t["specialists"], t["plans"], t["organizations"], t["availability"])
+    X = pair_features(ctx, _pairs(t, "2024-06-01").assign(insurance_plan_id="NOT-A-PLAN"))
+    assert (X["in_network"] == 0).all() and (X["accepts_plan"] == 0).all()
+
+
+def test_ndcg_matches_the_definition() -> None:
+    gains = [np.array([3.0, 0.0, 1.0])]
+    perfect = ndcg_at(gains, [np.array([3.0, 1.0, 2.0])], 3)[0]
+    swapped = ndcg_at(gains, [np.array([1.0, 3.0, 2.0])], 3)[0]
+    ideal = 3 / np.log2(2) + 1 / np.log2(3)
+    assert perfect == pytest.approx(1.0)
+    assert swapped == pytest.approx((0 / np.log2(2) + 1 / np.log2(3) + 3 / np.log2(4)) / ideal)
+    assert list(_groups(np.array(["a", "a", "b", "c", "c", "c"]))) == [2, 1, 3]

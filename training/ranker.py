@@ -1,0 +1,313 @@
+"""Train and evaluate the specialist ranker (LightGBM LambdaRank) against baselines and the truth.
+
+Labels from logged outcomes of historical referrals, graded per referral:
+3 = the chosen specialist and the referral was completed; 2 = chosen and a visit was booked but
+the referral did not complete; 1 = chosen but never scheduled (or leaked, or cancelled before
+booking); 0 = a candidate that was not chosen. Groups are referrals.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.codes import specialties
+from features.contract import TABLES
+from features.geo import approx_km
+from features.ranking import PAIR_FEATURES, RankingContext, pair_features
+
+LGB_RANK_PARAMS: dict[str, Any] = {
+    "objective": "lambdarank",
+    "metric": "ndcg",
+    "eval_at": [1, 5, 10],
+    "learning_rate": 0.1,
+    "num_leaves": 31,
+    "min_data_in_leaf": 100,
+    "feature_fraction": 0.9,
+    "lambdarank_truncation_level": 20,
+    "num_threads": 2,
+    "deterministic": True,
+    "force_col_wise": True,
+    "verbose": -1,
+}
+CANDIDATES, RADIUS_KM = 40, 60.0
+
+
+@dataclass
+class RankerData:
+    """Candidate pairs with features and graded labels, grouped by referral (time ordered)."""
+
+    pairs: pd.DataFrame  # referral_id, created_at, specialist_id, label, chosen, + features
+    truth: pd.DataFrame | None  # referral_id, specialist_id, utility (synthetic only)
+
+
+def candidate_pairs(ctx: RankingContext, refs: pd.DataFrame, k: int = CANDIDATES) -> pd.DataFrame:
+    """Nearest k accepting specialists of the needed or a related specialty within RADIUS_KM,
+    plus the historically chosen one (so that its logged outcome can be learned from)."""
+    sp = ctx.specialists
+    code = sp["specialty"].to_numpy()
+    accepting = sp["accepting_new_patients"].to_numpy(dtype=bool)
+    slat, slon = sp["latitude"].to_numpy(), sp["longitude"].to_numpy()
+    parts = []
+    for needed, idx in refs.groupby("specialty").indices.items():
+        allowed = {needed, *specialties()[needed].related} if needed in specialties() else {needed}
+        cand = np.flatnonzero(np.isin(code, list(allowed)) & accepting)
+        if len(cand) == 0:
+            continue
+        for chunk in np.array_split(idx, max(1, len(idx) // 5000)):
+            lat = refs["latitude"].to_numpy()[chunk]
+            lon = refs["longitude"].to_numpy()[chunk]
+            d = approx_km(lat[:, None], lon[:, None], slat[cand][None, :], slon[cand][None, :])
+            kk = min(k, len(cand))
+            near = (
+                np.argpartition(d, kk - 1, axis=1)[:, :kk]
+                if len(cand) > kk
+                else np.argsort(d, axis=1)
+            )
+            dist = np.take_along_axis(d, near, axis=1)
+            keep = dist <= RADIUS_KM
+            r = np.broadcast_to(chunk[:, None], near.shape)[keep]
+            parts.append(pd.DataFrame({"ref": r, "specialist_row": cand[near][keep]}))
+    pairs = pd.concat(parts, ignore_index=True)
+    spec_row = pd.Series(np.arange(len(sp)), index=sp["specialist_id"])
+    chosen = refs["specialist_id"].dropna()
+    chosen_pairs = pd.DataFrame(
+        {
+            "ref": chosen.index.to_numpy(),
+            "specialist_row": spec_row.reindex(chosen.to_numpy()).to_numpy(),
+        }
+    ).dropna()
+    pairs = pd.concat([pairs, chosen_pairs.astype(np.int64)], ignore_index=True).drop_duplicates()
+    return pairs.sort_values(["ref", "specialist_row"], kind="stable").reset_index(drop=True)
+
+
+def load_ranker_data(directory: Path) -> RankerData:
+    """Referrals with a historical choice, their candidates, features and graded labels."""
+    t = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES}
+    ctx = RankingContext.build(
+        t["specialists"],
+        t["plans"],
+        t["organizations"],
+        t["availability"],
+        t["appointments"],
+        t["referrals"],
+    )
+    rf = t["referrals"]
+    rf = rf[rf["specialist_id"].notna() & (rf["status"] != "sent")].reset_index(drop=True)
+    pt = t["patients"].set_index("patient_id")
+    org_system = t["organizations"].set_index("organization_id")["system_id"]
+    pcp_org = t["referring_providers"].set_index("provider_id")["organization_id"]
+    refs = pd.DataFrame(
+        {
+            "referral_id": rf["referral_id"],
+            "created_at": rf["created_at"],
+            "specialty": rf["specialty"],
+            "specialist_id": rf["specialist_id"],
+            "patient_id": rf["patient_id"],
+            "latitude": rf["patient_id"].map(pt["latitude"]),
+            "longitude": rf["patient_id"].map(pt["longitude"]),
+            "insurance_plan_id": rf["patient_id"].map(pt["insurance_plan_id"]),
+            "language": rf["patient_id"].map(pt["preferred_language"]),
+            "sex": rf["patient_id"].map(pt["sex"]),
+            "reason_code": rf["reason_code"],
+            "urgency": rf["urgency"],
+            "referring_system": rf["referring_provider_id"].map(pcp_org).map(org_system),
+            "status": rf["status"],
+            "booked": rf["referral_id"].isin(t["appointments"]["referral_id"]),
+        }
+    )
+    cand = candidate_pairs(ctx, refs)
+    r = refs.iloc[cand["ref"].to_numpy()].reset_index(drop=True)
+    pairs = r.assign(specialist_row=cand["specialist_row"].to_numpy(), as_of=r["created_at"])
+    X = pair_features(ctx, pairs)
+    spec_ids = ctx.specialists["specialist_id"].to_numpy()[pairs["specialist_row"].to_numpy()]
+    chosen = spec_ids == pairs["specialist_id"].to_numpy()
+    grade = np.select(
+        [
+            chosen & (pairs["status"] == "completed").to_numpy(),
+            chosen & pairs["booked"].to_numpy(),
+            chosen,
+        ],
+        [3, 2, 1],
+        0,
+    )
+    out = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "referral_id": pairs["referral_id"].to_numpy(),
+                    "created_at": pairs["created_at"].to_numpy(),
+                    "specialist_id": spec_ids,
+                    "label": grade,
+                    "chosen": chosen,
+                }
+            ),
+            X.reset_index(drop=True),
+        ],
+        axis=1,
+    )
+    truth = None
+    truth_path = directory / "truth" / "match_utility.parquet"
+    if truth_path.exists():
+        tr = pd.read_parquet(truth_path, columns=["referral_id", "specialist_id", "utility"])
+        truth = tr.assign(
+            referral_id=tr["referral_id"].astype(str), specialist_id=tr["specialist_id"].astype(str)
+        )
+    return RankerData(
+        pairs=out.sort_values(["created_at", "referral_id"], kind="stable").reset_index(drop=True),
+        truth=truth,
+    )
+
+
+def _groups(referral_ids: np.ndarray) -> np.ndarray:
+    """Sizes of consecutive runs of equal referral ids (rows must be grouped)."""
+    change = np.r_[True, referral_ids[1:] != referral_ids[:-1]]
+    starts = np.flatnonzero(change)
+    return np.diff(np.r_[starts, len(referral_ids)])
+
+
+def ndcg_at(gains: list[np.ndarray], scores: list[np.ndarray], k: int) -> np.ndarray:
+    """NDCG@k per group for non-negative gains, ranking by score (ties by position)."""
+    out = np.full(len(gains), np.nan)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    for i, (g, s) in enumerate(zip(gains, scores, strict=True)):
+        ideal = np.sort(g)[::-1][:k]
+        best = float((ideal * discount[: len(ideal)]).sum())
+        if best <= 0:
+            continue
+        top = g[np.argsort(-s, kind="stable")][:k]
+        out[i] = float((top * discount[: len(top)]).sum()) / best
+    return out
+
+
+def baseline_scores(X: pd.DataFrame, chosen: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores of the baselines on the same candidates (higher ranks first)."""
+    rule = (
+        1.0 * X["in_network"]
+        + 0.5 * X["accepts_plan"]
+        + 0.8 * X["focus_match"]
+        + 0.4 * (X["rating_shrunk"] - 4.0)
+        - X["distance_km"] / 25.0
+        - X["next_available_days"] / 30.0
+        + 0.3 * X["language_match"]
+    ).to_numpy()
+    return {
+        "nearest": -X["distance_km"].to_numpy(),
+        "highest_rating": X["rating_shrunk"].to_numpy()
+        + 1e-4 * np.log1p(X["review_count"].to_numpy()),
+        "soonest_available": -X["next_available_days"].to_numpy(),
+        "weighted_rule": rule,
+        "historical_choice": chosen.astype(float) * 1e3 - X["distance_km"].to_numpy(),
+    }
+
+
+def evaluate(
+    test: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    truth: pd.DataFrame | None,
+    seed: int = 0,
+    n_boot: int = 200,
+) -> dict[str, Any]:
+    """Logged-label and ground-truth metrics per ranking, with 95% bootstrap intervals."""
+    ids = test["referral_id"].to_numpy()
+    sizes = _groups(ids)
+    bounds = np.r_[0, np.cumsum(sizes)]
+    labels = test["label"].to_numpy(dtype=float)
+    utility = None
+    if truth is not None:
+        u = test[["referral_id", "specialist_id"]].merge(
+            truth, how="left", on=["referral_id", "specialist_id"]
+        )
+        utility = u["utility"].to_numpy(dtype=float)
+    rng = np.random.default_rng(seed)
+    boot = rng.integers(0, len(sizes), (n_boot, len(sizes)))
+    results: dict[str, Any] = {}
+    for name, s in scores.items():
+        per: dict[str, np.ndarray] = {}
+        g_lab = [labels[a:b] for a, b in itertools.pairwise(bounds)]
+        g_s = [s[a:b] for a, b in itertools.pairwise(bounds)]
+        gains = [2.0**g - 1 for g in g_lab]
+        for k in (1, 5, 10):
+            per[f"ndcg@{k}"] = ndcg_at(gains, g_s, k)
+        rr = []
+        hit = []
+        for g, sc in zip(g_lab, g_s, strict=True):
+            order = np.argsort(-sc, kind="stable")
+            pos = int(np.flatnonzero(g[order] == g.max())[0]) + 1 if g.max() > 0 else 0
+            rr.append(1.0 / pos if pos else np.nan)
+            hit.append(float(0 < pos <= 5) if pos else np.nan)
+        per["mrr"], per["hit@5"] = np.array(rr), np.array(hit)
+        if utility is not None:
+            oracle_gain, regret = [], []
+            og_s = []
+            for a, b in itertools.pairwise(bounds):
+                uu, sc = utility[a:b], s[a:b]
+                known = ~np.isnan(uu)
+                if known.sum() < 2:
+                    oracle_gain.append(np.zeros(1))
+                    og_s.append(np.zeros(1))
+                    regret.append(np.nan)
+                    continue
+                uu, sc = uu[known], sc[known]
+                oracle_gain.append(uu - uu.min())
+                og_s.append(sc)
+                regret.append(float(uu.max() - uu[np.argmax(sc)]))
+            per["oracle.ndcg@5"] = ndcg_at(oracle_gain, og_s, 5)
+            per["oracle.regret@1"] = np.array(regret)
+        summary = {}
+        for metric, values in per.items():
+            mean = float(np.nanmean(values))
+            resampled = np.nanmean(values[boot], axis=1)
+            summary[metric] = {
+                "mean": mean,
+                "ci95": [
+                    float(np.percentile(resampled, 2.5)),
+                    float(np.percentile(resampled, 97.5)),
+                ],
+            }
+        results[name] = summary
+    return results
+
+
+def train_ranker(
+    data: RankerData, test_share: float = 0.2, seed: int = 7
+) -> tuple[lgb.Booster, dict[str, Any]]:
+    """Fit LambdaRank on the earliest referrals, stop early on the next, evaluate on the latest."""
+    pairs = data.pairs
+    ids = pairs["referral_id"].to_numpy()
+    first = pairs.drop_duplicates("referral_id")[["referral_id", "created_at"]]
+    cut_test = first["created_at"].quantile(1 - test_share)
+    cut_valid = first["created_at"].quantile(1 - test_share - 0.1)
+    t = pairs["created_at"]
+    train, valid, test = (
+        (t < cut_valid).to_numpy(),
+        ((t >= cut_valid) & (t < cut_test)).to_numpy(),
+        (t >= cut_test).to_numpy(),
+    )
+    X = pairs[list(PAIR_FEATURES)]
+    y = pairs["label"].to_numpy()
+    dtrain = lgb.Dataset(X[train], y[train], group=_groups(ids[train]))
+    dvalid = lgb.Dataset(X[valid], y[valid], group=_groups(ids[valid]), reference=dtrain)
+    booster = lgb.train(
+        dict(LGB_RANK_PARAMS, seed=seed),
+        dtrain,
+        num_boost_round=2000,
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(50, verbose=False)],
+    )
+    test_rows = pairs[test].reset_index(drop=True)
+    scores = {"ranker": np.asarray(booster.predict(X[test], num_iteration=booster.best_iteration))}
+    scores |= baseline_scores(test_rows, test_rows["chosen"].to_numpy())
+    metrics = evaluate(test_rows, scores, data.truth)
+    metrics["_windows"] = {
+        "test_from": str(cut_test),
+        "valid_from": str(cut_valid),
+        "test_referrals": int(test_rows["referral_id"].nunique()),
+    }
+    return booster, metrics
