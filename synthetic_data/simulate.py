@@ -17,11 +17,13 @@ from features.geo import haversine_km
 from synthetic_data.config import WorldConfig
 from synthetic_data.directory import Directory
 from synthetic_data.population import Population
-from synthetic_data.referrals import ReferralDraws
+from synthetic_data.referrals import WAIT_COST, ReferralDraws
 from synthetic_data.scheduling import HOLD, HOLD_WINDOW, ROUTINE, SlotBook
 from synthetic_data.visits import draw_no_shows, no_show_logit, outreach_logit_reduction, sigmoid
 
 MINUTE = np.timedelta64(1, "m")
+NEVER_BASE, NEVER_UTILITY = -3.0, 0.8
+LEAK_BASE, LEAK_OUT_OF_NETWORK, LEAK_UTILITY = -3.6, 1.0, 0.4
 DAY_MIN = 24 * 60
 
 
@@ -71,17 +73,16 @@ def run_funnel(
     pos_hold = book.positions(chosen, HOLD, booked_at + 60 * MINUTE)
     pos_routine = book.positions(chosen, ROUTINE, earliest)
 
-    quality = directory.true_quality[chosen]
-    dist = np.nan_to_num(draws.distance_km, nan=50.0)
-    never_base = (
-        -3.1
-        + 0.025 * dist
-        + 0.6 * ~draws.accepts_plan
-        - 0.5 * draws.focus_match
-        - 0.25 * quality
-        + 0.2 * (rtype == "provider")
-    )
-    leak_base = -3.7 + 1.5 * ~draws.in_network + 0.015 * dist - 0.2 * quality
+    # Whether a referral gets scheduled follows the true match utility of the chosen specialist
+    # (fit, quality, distance, network, language, preference) and, below, the wait offered:
+    # good matches complete, poor ones stall or leak. This is what makes logged outcomes a
+    # learning signal for the ranker.
+    utility = _chosen_static_utility(draws, n)
+    centred = utility - np.nanmean(utility) if np.isfinite(utility).any() else np.zeros(n)
+    centred = np.nan_to_num(centred, nan=0.0)
+    never_base = NEVER_BASE - NEVER_UTILITY * centred + 0.2 * (rtype == "provider")
+    leak_base = LEAK_BASE + LEAK_OUT_OF_NETWORK * ~draws.in_network - LEAK_UTILITY * centred
+    wait_weight = NEVER_UTILITY * pd.Series(urgency).map(WAIT_COST).to_numpy(dtype=float)
 
     # The sequential part: plain Python over lists is several times faster than numpy scalars.
     slot_start_min = _minutes(book.start, origin).tolist()
@@ -92,7 +93,7 @@ def run_funnel(
         rng.random(n).tolist(),
         rng.random(n).tolist(),
     )
-    never_l, leak_l = never_base.tolist(), leak_base.tolist()
+    never_l, leak_l, wait_w = never_base.tolist(), leak_base.tolist(), wait_weight.tolist()
     has_choice = (draws.chosen >= 0).tolist()
     quick = (stat | urgent).tolist()
     ph, pr = pos_hold.tolist(), pos_routine.tolist()
@@ -125,7 +126,7 @@ def run_funnel(
             status[i], status_min[i] = "never_scheduled", c0 + 30 * DAY_MIN
             continue
         wait = (slot_start_min[slot] - c0) / DAY_MIN
-        if u_never[i] < 1.0 / (1.0 + math.exp(-(never_l[i] + 0.03 * wait))):
+        if u_never[i] < 1.0 / (1.0 + math.exp(-(never_l[i] + wait_w[i] * wait))):
             status[i], status_min[i] = "never_scheduled", c0 + 30 * DAY_MIN
             continue
         if u_leak[i] < 1.0 / (1.0 + math.exp(-(leak_l[i] + 0.04 * wait))):
@@ -308,6 +309,18 @@ def _appointments(
             "lead_days": lead_days,
         }
     )
+
+
+def _chosen_static_utility(draws: ReferralDraws, n: int) -> np.ndarray:
+    """True static utility of each referral's chosen specialist (NaN when not among truth rows)."""
+    tp = draws.truth_pairs
+    out = np.full(n, np.nan)
+    if tp.empty:
+        return out
+    rows = tp["referral_row"].to_numpy()
+    sel = tp["specialist_row"].to_numpy() == draws.chosen[rows]
+    out[rows[sel]] = tp["static_utility"].to_numpy(dtype=float)[sel]
+    return out
 
 
 def _visit_events(
