@@ -190,6 +190,34 @@ def _metrics_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+@train_app.command("ranker")
+def train_ranker_cmd(
+    data: Annotated[
+        Path, typer.Option("--data", help="A dataset folder (generated or in the contract).")
+    ],
+    metrics_out: Annotated[
+        Path | None, typer.Option("--metrics-out", help="Write the metrics JSON here.")
+    ] = None,
+) -> None:
+    """Train the specialist ranker (LambdaRank) and compare it with the baselines (work in progress:
+    not yet logged to MLflow or registered)."""
+    import json
+
+    from training.ranker import format_table, load_ranker_data, metrics_document, train_ranker
+
+    if not (data / "referrals.parquet").exists():
+        raise _fail(f"--data {data}: no referrals.parquet there (is it a dataset folder?)")
+    try:
+        _, metrics = train_ranker(load_ranker_data(data))
+    except (ValueError, KeyError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(format_table(metrics))
+    if metrics_out:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps(metrics_document(metrics), indent=2) + "\n")
+        typer.echo(f"metrics written to {metrics_out}")
+
+
 @promote_app.command("no-show")
 def promote_no_show_cmd(
     version: Annotated[

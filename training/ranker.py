@@ -311,3 +311,48 @@ def train_ranker(
         "test_referrals": int(test_rows["referral_id"].nunique()),
     }
     return booster, metrics
+
+
+def metrics_document(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The --metrics-out JSON: test.*, oracle.*, baselines.<name>.* (means) plus intervals."""
+    ranker = metrics["ranker"]
+    doc: dict[str, Any] = {
+        "test": {k: v["mean"] for k, v in ranker.items() if not k.startswith("oracle.")},
+        "oracle": {
+            k.removeprefix("oracle."): v["mean"]
+            for k, v in ranker.items()
+            if k.startswith("oracle.")
+        },
+        "baselines": {},
+        "ci95": {k: v["ci95"] for k, v in ranker.items()},
+        "windows": metrics.get("_windows", {}),
+    }
+    for name, result in metrics.items():
+        if name in ("ranker",) or name.startswith("_"):
+            continue
+        doc["baselines"][name] = {
+            "test": {k: v["mean"] for k, v in result.items() if not k.startswith("oracle.")},
+            "oracle": {
+                k.removeprefix("oracle."): v["mean"]
+                for k, v in result.items()
+                if k.startswith("oracle.")
+            },
+            "ci95": {k: v["ci95"] for k, v in result.items()},
+        }
+    return doc
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """Rankings side by side: logged NDCG@5, MRR, hit@5, oracle NDCG@5 [95% CI], regret@1."""
+    head = f"{'':20} {'NDCG@5':>7} {'MRR':>6} {'hit@5':>6} {'oracle NDCG@5 [95% CI]':>26} {'regret@1':>9}"
+    lines = [head]
+    for name, r in metrics.items():
+        if name.startswith("_"):
+            continue
+        o = r.get("oracle.ndcg@5")
+        oracle = f"{o['mean']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}]" if o else "n/a"
+        regret = f"{r['oracle.regret@1']['mean']:.3f}" if "oracle.regret@1" in r else "n/a"
+        lines.append(
+            f"{name:20} {r['ndcg@5']['mean']:7.3f} {r['mrr']['mean']:6.3f} {r['hit@5']['mean']:6.3f} {oracle:>26} {regret:>9}"
+        )
+    return "\n".join(lines)
