@@ -111,6 +111,31 @@ def _differs(mine: pd.Series, theirs: pd.Series) -> np.ndarray:
     return out
 
 
+def _must_match(
+    report: ValidationReport,
+    child: pd.DataFrame,
+    column: str,
+    key: pd.Series,
+    parent: pd.DataFrame,
+    parent_key: str,
+    parent_column: str,
+    parent_name: str,
+) -> None:
+    """Each row's `column` must equal `parent_column` of the parent row it points to via `key`."""
+    theirs = _lookup(key, parent, parent_key, parent_column)
+    mine = child[column]
+    report.add_mask(
+        "appointments",
+        column,
+        f"matches_{parent_name}",
+        _differs(mine, theirs),
+        lambda r: (
+            f"{column} {show_value(mine.iat[r])} differs from the {parent_column} "
+            f"{show_value(theirs.iat[r])} of its {parent_name} {show_value(key.iat[r])}"
+        ),
+    )
+
+
 def _appointments_vs_referrals(
     report: ValidationReport, appointments: pd.DataFrame, referrals: pd.DataFrame | None
 ) -> None:
@@ -118,17 +143,15 @@ def _appointments_vs_referrals(
         return
     referral_id = appointments["referral_id"]
     if "patient_id" in appointments and "patient_id" in referrals:
-        theirs = _lookup(referral_id, referrals, "referral_id", "patient_id")
-        mine = appointments["patient_id"]
-        report.add_mask(
-            "appointments",
+        _must_match(
+            report,
+            appointments,
             "patient_id",
-            "matches_referral",
-            _differs(mine, theirs),
-            lambda r: (
-                f"patient_id {show_value(mine.iat[r])} differs from the patient_id "
-                f"{show_value(theirs.iat[r])} of its referral {show_value(referral_id.iat[r])}"
-            ),
+            referral_id,
+            referrals,
+            "referral_id",
+            "patient_id",
+            "referral",
         )
     if "booked_at" in appointments and "created_at" in referrals:
         created = _lookup(referral_id, referrals, "referral_id", "created_at")
@@ -170,30 +193,19 @@ def _appointments_vs_slots(
     if slots is None or "slot_id" not in slots:
         return
     if "appointment_at" in appointments and "start" in slots:
-        start = _lookup(slot_id, slots, "slot_id", "start")
-        at = appointments["appointment_at"]
-        report.add_mask(
-            "appointments",
-            "appointment_at",
-            "matches_slot",
-            _differs(at, start),
-            lambda r: (
-                f"appointment_at {show_value(at.iat[r])} differs from the start "
-                f"{show_value(start.iat[r])} of its slot {show_value(slot_id.iat[r])}"
-            ),
+        _must_match(
+            report, appointments, "appointment_at", slot_id, slots, "slot_id", "start", "slot"
         )
     if "specialist_id" in appointments and "specialist_id" in slots:
-        theirs = _lookup(slot_id, slots, "slot_id", "specialist_id")
-        mine = appointments["specialist_id"]
-        report.add_mask(
-            "appointments",
+        _must_match(
+            report,
+            appointments,
             "specialist_id",
-            "matches_slot",
-            _differs(mine, theirs),
-            lambda r: (
-                f"specialist_id {show_value(mine.iat[r])} differs from the specialist_id "
-                f"{show_value(theirs.iat[r])} of its slot {show_value(slot_id.iat[r])}"
-            ),
+            slot_id,
+            slots,
+            "slot_id",
+            "specialist_id",
+            "slot",
         )
     if "appointment_id" in slots and "appointment_id" in appointments:
         held = slots["appointment_id"]

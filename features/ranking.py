@@ -44,7 +44,8 @@ COMPLETION_PRIOR, RATE_STRENGTH = 0.7, 20.0
 NO_SHOW_PRIOR = 0.2
 
 
-def _membership(column: pd.Series, codes: dict[str, int]) -> np.ndarray:
+def membership(column: pd.Series, codes: dict[str, int]) -> np.ndarray:
+    """Boolean (row x code) matrix of a '|'-joined column (e.g. languages, focus codes)."""
     out = np.zeros((len(column), len(codes)), dtype=bool)
     for i, value in enumerate(column.tolist()):
         for part in split_multi(value):
@@ -116,9 +117,9 @@ class RankingContext:
             in_network=in_net,
             accepts=accepts,
             plan_index=plan_index,
-            treats=_membership(specialists["focus_codes"], cats),
+            treats=membership(specialists["focus_codes"], cats),
             category_index=cats,
-            speaks=_membership(specialists["languages"], langs),
+            speaks=membership(specialists["languages"], langs),
             system=system,
             rating_shrunk=shrunk,
             visit_events=visits,

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from features.codes import reasons, specialties
-from features.contract import LANGUAGES, split_multi
+from features.contract import LANGUAGES
 from features.geo import approx_km, haversine_km
 from features.network import network_matrices
+from features.ranking import membership
 from synthetic_data.config import WorldConfig
 from synthetic_data.directory import Directory
 from synthetic_data.population import Population
@@ -147,9 +148,9 @@ def choose_specialists(
     s_lat, s_lon = specs["latitude"].to_numpy(), specs["longitude"].to_numpy()
     s_sex = specs["sex"].to_numpy()
     lang_codes = {lang: i for i, lang in enumerate(LANGUAGES)}
-    speaks = _membership(specs["languages"], lang_codes)
+    speaks = membership(specs["languages"], lang_codes)
     cat_codes = {c: i for i, c in enumerate(sorted({r.category for r in reasons().values()}))}
-    treats = _membership(specs["focus_codes"], cat_codes)
+    treats = membership(specs["focus_codes"], cat_codes)
     rating = specs["rating"].fillna(4.0).to_numpy()
     reviews = specs["review_count"].to_numpy()
     quality = directory.true_quality
@@ -284,17 +285,6 @@ def choose_specialists(
         focus_match=focus_c,
         truth_pairs=truth,
     )
-
-
-def _membership(column: pd.Series, codes: dict[str, int]) -> np.ndarray:
-    """Boolean (row x code) matrix of a '|'-joined column."""
-    out = np.zeros((len(column), len(codes)), dtype=bool)
-    for i, value in enumerate(column.tolist()):
-        for part in split_multi(value):
-            j = codes.get(part)
-            if j is not None:
-                out[i, j] = True
-    return out
 
 
 def _repeat_visits(
