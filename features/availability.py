@@ -21,8 +21,8 @@ class NextAvailableIndex:
     def __init__(self, availability: pd.DataFrame) -> None:
         """Index the slots of an availability table (columns specialist_id, start, booked_at)."""
         codes, self._specialists = pd.factorize(availability["specialist_id"], sort=True)
-        start = _minutes(availability["start"])
-        booked = _minutes(availability["booked_at"])
+        start = epoch_minutes(availability["start"])
+        booked = epoch_minutes(availability["booked_at"])
         key = np.where(booked < 0, start, np.minimum(start, booked))
         self._base = int(key.min()) if len(key) else 0
         composite = codes.astype(np.int64) * _SHIFT + (key - self._base)
@@ -49,7 +49,7 @@ class NextAvailableIndex:
         self, codes: np.ndarray, as_of: np.ndarray | pd.Series
     ) -> np.ndarray:
         """As days_until_free, for specialists given by `codes` (faster for many rows)."""
-        t = _minutes(pd.Series(np.asarray(as_of)))
+        t = epoch_minutes(pd.Series(np.asarray(as_of)))
         out = np.full(len(codes), NO_SLOT_DAYS)
         known = codes >= 0
         if not known.any() or len(self._composite) == 0:
@@ -64,7 +64,7 @@ class NextAvailableIndex:
         return out
 
 
-def _minutes(values: pd.Series) -> np.ndarray:
+def epoch_minutes(values: pd.Series) -> np.ndarray:
     """Whole minutes since the epoch (-1 for a missing time)."""
     arr = np.asarray(values.to_numpy(), dtype="datetime64[m]")
     return np.where(np.isnat(arr), -1, arr.astype(np.int64))

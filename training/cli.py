@@ -208,7 +208,7 @@ def train_ranker_cmd(
     if not (data / "referrals.parquet").exists():
         raise _fail(f"--data {data}: no referrals.parquet there (is it a dataset folder?)")
     try:
-        _, metrics = train_ranker(load_ranker_data(data))
+        metrics = train_ranker(load_ranker_data(data)).metrics
     except (ValueError, KeyError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(format_table(metrics))

@@ -1,9 +1,29 @@
 """Train and evaluate the specialist ranker (LightGBM LambdaRank) against baselines and the truth.
 
-Labels from logged outcomes of historical referrals, graded per referral:
-3 = the chosen specialist and the referral was completed; 2 = chosen and a visit was booked but
-the referral did not complete; 1 = chosen but never scheduled (or leaked, or cancelled before
-booking); 0 = a candidate that was not chosen. Groups are referrals.
+Candidates per historical referral: the CANDIDATES nearest accepting specialists of the needed or
+a related specialty within RADIUS_KM, in or out of network (so the model sees what network status
+is worth), plus the specialist actually chosen. Serving narrows further with the hard filters of
+`features.retrieval`; training on the wider set teaches the order within any narrower one.
+
+Logged labels (evaluation, `label`), graded per referral: 3 = the chosen specialist and the
+referral was completed; 2 = chosen and a visit was booked but the referral did not complete;
+1 = chosen but never scheduled (or leaked, or cancelled before booking); 0 = not chosen.
+
+Training labels (`target`, 0..TARGET_LEVELS). The logged grades mostly say whom the referring
+practice picked: a ranker trained on them learns to imitate the historical choice (habits,
+proximity), not what completes. Only the chosen candidate has an observed outcome. So:
+
+1. A completion model (LightGBM, binary) learns P(referral completed | pair features) from the
+   chosen pairs of the training window, early-stopped on the next window's chosen pairs.
+2. Each candidate gets a graded counterfactual label, the "direct method" of off-policy learning
+   with the observed outcome where there is one (doubly-robust style): the chosen candidate gets
+   its logged outcome (completed = TARGET_LEVELS, otherwise 0); every other candidate gets its
+   predicted completion probability x TARGET_LEVELS, rounded.
+3. LambdaRank (grouped by referral, linear label gains) learns the order of those labels,
+   early-stopped on the time-later validation window.
+
+On a medium world this lifts true-utility NDCG@5 from 0.887 (LambdaRank on the logged grades) to
+0.952, above the hand-weighted rule's 0.941 with non-overlapping intervals (README, "Ranker").
 """
 
 from __future__ import annotations
@@ -37,6 +57,22 @@ LGB_RANK_PARAMS: dict[str, Any] = {
     "verbose": -1,
 }
 CANDIDATES, RADIUS_KM = 40, 60.0
+TARGET_LEVELS = 30
+COMPLETION_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 200,
+    "num_threads": 2,
+    "deterministic": True,
+    "force_col_wise": True,
+    "verbose": -1,
+}
+VALID_SHARE = 0.1
+# load_ratio is computed (and returned by the service) but left out of the model: busy
+# specialists are the ones the historical policy routes to, so in logged data load mostly marks
+# "was chosen" and it lowered true-utility NDCG@5 on a medium world (0.947 with, 0.950 without).
+MODEL_FEATURES: tuple[str, ...] = tuple(f for f in PAIR_FEATURES if f != "load_ratio")
 
 
 @dataclass
@@ -144,6 +180,8 @@ def load_ranker_data(directory: Path) -> RankerData:
                     "referral_id": pairs["referral_id"].to_numpy(),
                     "created_at": pairs["created_at"].to_numpy(),
                     "specialist_id": spec_ids,
+                    "specialty": pairs["specialty"].to_numpy(),
+                    "urgency": pairs["urgency"].to_numpy(),
                     "label": grade,
                     "chosen": chosen,
                 }
@@ -184,6 +222,15 @@ def ndcg_at(gains: list[np.ndarray], scores: list[np.ndarray], k: int) -> np.nda
         top = g[np.argsort(-s, kind="stable")][:k]
         out[i] = float((top * discount[: len(top)]).sum()) / best
     return out
+
+
+BASELINES = (
+    "nearest",
+    "highest_rating",
+    "soonest_available",
+    "weighted_rule",
+    "historical_choice",
+)
 
 
 def baseline_scores(X: pd.DataFrame, chosen: np.ndarray) -> dict[str, np.ndarray]:
@@ -275,42 +322,110 @@ def evaluate(
     return results
 
 
-def train_ranker(
-    data: RankerData, test_share: float = 0.2, seed: int = 7
-) -> tuple[lgb.Booster, dict[str, Any]]:
-    """Fit LambdaRank on the earliest referrals, stop early on the next, evaluate on the latest."""
-    pairs = data.pairs
-    ids = pairs["referral_id"].to_numpy()
-    first = pairs.drop_duplicates("referral_id")[["referral_id", "created_at"]]
-    cut_test = first["created_at"].quantile(1 - test_share)
-    cut_valid = first["created_at"].quantile(1 - test_share - 0.1)
+@dataclass
+class RankerTraining:
+    """Everything a training run produces."""
+
+    ranker: lgb.Booster
+    completion: lgb.Booster
+    metrics: dict[str, Any]
+    test: pd.DataFrame  # test pairs with features, labels and every ranking's score_* column
+    windows: dict[str, Any]
+
+
+def split_windows(
+    pairs: pd.DataFrame, test_from: pd.Timestamp | None, test_share: float = 0.2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Train / validation / test masks by referral time: test from `test_from` (default: the
+    latest `test_share` of referrals), validation the VALID_SHARE of referrals before it."""
+    first = pairs.drop_duplicates("referral_id")["created_at"]
+    cut_test = first.quantile(1 - test_share) if test_from is None else pd.Timestamp(test_from)
+    before = first[first < cut_test]
+    if before.empty or (first >= cut_test).sum() == 0:
+        raise ValueError(
+            f"--test-from {cut_test:%Y-%m-%d} leaves no referrals before or after it "
+            f"(referrals run {first.min():%Y-%m-%d} .. {first.max():%Y-%m-%d})"
+        )
+    share = VALID_SHARE / max(VALID_SHARE, 1 - test_share) if test_from is None else 0.125
+    cut_valid = before.quantile(1 - share)
     t = pairs["created_at"]
-    train, valid, test = (
-        (t < cut_valid).to_numpy(),
-        ((t >= cut_valid) & (t < cut_test)).to_numpy(),
-        (t >= cut_test).to_numpy(),
+    train = (t < cut_valid).to_numpy()
+    valid = ((t >= cut_valid) & (t < cut_test)).to_numpy()
+    test = (t >= cut_test).to_numpy()
+    windows = {
+        "train_until": str(cut_valid),
+        "valid_from": str(cut_valid),
+        "test_from": str(cut_test),
+        "train_referrals": int(pairs.loc[train, "referral_id"].nunique()),
+        "valid_referrals": int(pairs.loc[valid, "referral_id"].nunique()),
+        "test_referrals": int(pairs.loc[test, "referral_id"].nunique()),
+    }
+    for name, mask in (("train", train), ("validation", valid)):
+        if not (pairs.loc[mask, "chosen"] & (pairs.loc[mask, "label"] == 3)).any():
+            raise ValueError(f"the {name} window has no completed referral to learn from")
+    return train, valid, test, windows
+
+
+def counterfactual_targets(pairs: pd.DataFrame, p_complete: np.ndarray) -> np.ndarray:
+    """Graded training labels: observed outcome for the chosen candidate, predicted completion
+    probability for the others, on 0..TARGET_LEVELS."""
+    observed = np.where(pairs["label"].to_numpy() == 3, 1.0, 0.0)
+    q = np.where(pairs["chosen"].to_numpy(dtype=bool), observed, p_complete)
+    return np.rint(np.clip(q, 0.0, 1.0) * TARGET_LEVELS).astype(np.int64)
+
+
+def train_ranker(
+    data: RankerData, test_from: pd.Timestamp | None = None, seed: int = 7
+) -> RankerTraining:
+    """Completion model, counterfactual labels, LambdaRank; evaluated with the baselines on the
+    latest referrals."""
+    pairs = data.pairs
+    train, valid, test, windows = split_windows(pairs, test_from)
+    ids = pairs["referral_id"].to_numpy()
+    X = pairs[list(MODEL_FEATURES)]
+    chosen = pairs["chosen"].to_numpy(dtype=bool)
+    completed = (pairs["label"].to_numpy() == 3).astype(int)
+    completion = lgb.train(
+        dict(COMPLETION_PARAMS, seed=seed),
+        lgb.Dataset(X[train & chosen], completed[train & chosen]),
+        num_boost_round=3000,
+        valid_sets=[lgb.Dataset(X[valid & chosen], completed[valid & chosen])],
+        callbacks=[lgb.early_stopping(100, verbose=False)],
     )
-    X = pairs[list(PAIR_FEATURES)]
-    y = pairs["label"].to_numpy()
+    fit = train | valid
+    p_complete = np.zeros(len(pairs))
+    p_complete[fit] = completion.predict(X[fit], num_iteration=completion.best_iteration)
+    y = counterfactual_targets(pairs, p_complete)
+    params = dict(LGB_RANK_PARAMS, seed=seed, label_gain=list(range(TARGET_LEVELS + 1)))
     dtrain = lgb.Dataset(X[train], y[train], group=_groups(ids[train]))
     dvalid = lgb.Dataset(X[valid], y[valid], group=_groups(ids[valid]), reference=dtrain)
     booster = lgb.train(
-        dict(LGB_RANK_PARAMS, seed=seed),
+        params,
         dtrain,
         num_boost_round=2000,
         valid_sets=[dvalid],
         callbacks=[lgb.early_stopping(50, verbose=False)],
     )
     test_rows = pairs[test].reset_index(drop=True)
-    scores = {"ranker": np.asarray(booster.predict(X[test], num_iteration=booster.best_iteration))}
+    Xt = test_rows[list(MODEL_FEATURES)]
+    scores = {"ranker": np.asarray(booster.predict(Xt, num_iteration=booster.best_iteration))}
     scores |= baseline_scores(test_rows, test_rows["chosen"].to_numpy())
+    scores["completion_model"] = np.asarray(
+        completion.predict(Xt, num_iteration=completion.best_iteration)
+    )
     metrics = evaluate(test_rows, scores, data.truth)
-    metrics["_windows"] = {
-        "test_from": str(cut_test),
-        "valid_from": str(cut_valid),
-        "test_referrals": int(test_rows["referral_id"].nunique()),
+    windows |= {
+        "ranker_best_iteration": int(booster.best_iteration),
+        "completion_best_iteration": int(completion.best_iteration),
     }
-    return booster, metrics
+    metrics["_windows"] = windows
+    for name, s in scores.items():
+        test_rows[f"score_{name}"] = s
+    if data.truth is not None:
+        test_rows = test_rows.merge(
+            data.truth, how="left", on=["referral_id", "specialist_id"], validate="1:1"
+        )
+    return RankerTraining(booster, completion, metrics, test_rows, windows)
 
 
 def metrics_document(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -327,8 +442,10 @@ def metrics_document(metrics: dict[str, Any]) -> dict[str, Any]:
         "ci95": {k: v["ci95"] for k, v in ranker.items()},
         "windows": metrics.get("_windows", {}),
     }
+    if "completion_model" in metrics:
+        doc["completion_model"] = {k: v["mean"] for k, v in metrics["completion_model"].items()}
     for name, result in metrics.items():
-        if name in ("ranker",) or name.startswith("_"):
+        if name not in BASELINES:
             continue
         doc["baselines"][name] = {
             "test": {k: v["mean"] for k, v in result.items() if not k.startswith("oracle.")},

@@ -1,0 +1,252 @@
+"""The runtime specialist ranker and the matcher that answers one referral.
+
+A trained ranker is saved as a plain directory (a "bundle"), like the no-show model, so training,
+batch jobs and the service load the same files without MLflow on the request path:
+
+    model.txt           LightGBM LambdaRank model (higher score = better match)
+    feature_spec.json   {"kind": "specialist-ranker", "features": [...]} in model column order
+    metadata.json       name, version, label design, windows and anything the trainer records
+
+`Matcher` holds one directory snapshot (retrieval index + pair-feature context) and a ranker:
+retrieval (hard filters) -> pair features -> score -> top k -> reasons for the top k only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.ranking import PAIR_FEATURES, RankingContext, pair_features
+from features.reasons import candidate_from, explain
+from features.retrieval import DirectoryIndex, RetrievalRequest, RetrievalResult
+
+SPEC_KIND: Final = "specialist-ranker"
+
+
+@dataclass
+class SpecialistRanker:
+    """A LambdaRank booster over pair features."""
+
+    booster: lgb.Booster
+    features: tuple[str, ...] = PAIR_FEATURES
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        """Ranking scores (only their order within a referral means anything)."""
+        return np.asarray(self.booster.predict(X[list(self.features)]), dtype=float)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions to each row's score (TreeSHAP via LightGBM pred_contrib)."""
+        cols = list(self.features)
+        contrib = np.asarray(self.booster.predict(X[cols], pred_contrib=True))
+        return pd.DataFrame(contrib[:, :-1], columns=cols, index=X.index)
+
+    def save(self, directory: Path) -> Path:
+        """Write the bundle files into `directory`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / "model.txt"))
+        spec = {"kind": SPEC_KIND, "features": list(self.features)}
+        (directory / "feature_spec.json").write_text(json.dumps(spec, indent=2))
+        (directory / "metadata.json").write_text(json.dumps(self.metadata, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> SpecialistRanker:
+        """Read a bundle; a missing, corrupt or foreign file raises ValueError naming it."""
+        try:
+            spec = json.loads((directory / "feature_spec.json").read_text())
+            if spec.get("kind") != SPEC_KIND:
+                raise ValueError(f"feature_spec.json is not a {SPEC_KIND} spec")
+            features = tuple(spec["features"])
+            unknown = sorted(set(features) - set(PAIR_FEATURES))
+            if unknown:
+                raise ValueError(f"unknown features {unknown} (this code computes {PAIR_FEATURES})")
+            booster = lgb.Booster(model_file=str(directory / "model.txt"))
+            meta_path = directory / "metadata.json"
+            metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
+            raise ValueError(f"cannot load the ranker bundle in {directory}: {exc}") from exc
+        return cls(booster, features, metadata)
+
+
+@dataclass(frozen=True)
+class MatchRequest:
+    """One referral as a referral UI sends it (no names; the patient id only for continuity)."""
+
+    latitude: float
+    longitude: float
+    specialty: str
+    reason_code: str
+    urgency: str = "routine"
+    insurance_plan_id: str | None = None
+    language: str = "en"
+    sex: str | None = None
+    patient_id: str | None = None
+    referring_system: str | None = None
+    as_of: pd.Timestamp | None = None  # default: now
+    allow_out_of_network: bool = False
+    max_distance_km: float | None = None
+    require_language: bool = False
+    require_sex: bool = False
+    min_candidates: int = 10
+
+    def retrieval(self) -> RetrievalRequest:
+        return RetrievalRequest(
+            latitude=self.latitude,
+            longitude=self.longitude,
+            specialty=self.specialty,
+            urgency=self.urgency,
+            insurance_plan_id=self.insurance_plan_id,
+            allow_out_of_network=self.allow_out_of_network,
+            max_distance_km=self.max_distance_km,
+            language=self.language,
+            require_language=self.require_language,
+            sex=self.sex,
+            require_sex=self.require_sex,
+            min_candidates=self.min_candidates,
+        )
+
+
+@dataclass
+class Match:
+    """One ranked specialist with what a coordinator needs to read."""
+
+    rank: int
+    specialist_id: str
+    score: float
+    features: dict[str, float]
+    reasons: list[str]
+    out_of_network: bool
+
+
+@dataclass
+class MatchResult:
+    """The ranked top k and how retrieval went (for widening a search that came back empty)."""
+
+    matches: list[Match]
+    candidates: int
+    radius_km: float
+    removed_by: dict[str, int]
+    empty_reason: str | None
+    unknown_plan: bool
+    timings_ms: dict[str, float]
+
+
+class Matcher:
+    """Answers referrals against one directory snapshot with one ranker."""
+
+    def __init__(
+        self,
+        ranker: SpecialistRanker,
+        ctx: RankingContext,
+        index: DirectoryIndex,
+        now: pd.Timestamp | None = None,
+    ):
+        """`now`: the clock for requests without as_of (default: the wall clock). A synthetic
+        world's snapshot time (its manifest's as_of) keeps its slots in the future."""
+        if index.n_specialists != len(ctx.specialists):
+            raise ValueError("the retrieval index and the feature context differ in specialists")
+        self.ranker = ranker
+        self.ctx = ctx
+        self.index = index
+        self.now = now
+        sp = ctx.specialists
+        self._ids = sp["specialist_id"].astype(str).to_numpy()
+        self._rating = sp["rating"].to_numpy(dtype=float, na_value=np.nan)
+
+    @classmethod
+    def from_tables(
+        cls,
+        ranker: SpecialistRanker,
+        tables: dict[str, pd.DataFrame],
+        now: pd.Timestamp | None = None,
+    ) -> Matcher:
+        """Build from contract tables: specialists, plans, organizations, availability and,
+        when present, appointments and referrals (outcome history for rates and continuity)."""
+        ctx = RankingContext.build(
+            tables["specialists"],
+            tables["plans"],
+            tables["organizations"],
+            tables["availability"],
+            tables.get("appointments"),
+            tables.get("referrals"),
+        )
+        return cls(ranker, ctx, DirectoryIndex(ctx.specialists, tables["plans"]), now)
+
+    def candidate_frame(self, req: MatchRequest, found: RetrievalResult) -> pd.DataFrame:
+        """The pair-feature input for the retrieved candidates of one request."""
+        n = len(found.rows)
+        as_of = req.as_of if req.as_of is not None else (self.now or pd.Timestamp.now())
+        return pd.DataFrame(
+            {
+                "specialist_row": found.rows,
+                "as_of": np.full(n, np.datetime64(as_of, "s")),
+                "latitude": np.full(n, req.latitude),
+                "longitude": np.full(n, req.longitude),
+                "insurance_plan_id": [req.insurance_plan_id] * n,
+                "reason_code": [req.reason_code] * n,
+                "urgency": [req.urgency] * n,
+                "language": [req.language] * n,
+                "sex": [req.sex] * n,
+                "patient_id": [req.patient_id or ""] * n,
+                "referring_system": [req.referring_system or ""] * n,
+            }
+        )
+
+    def recommend(self, req: MatchRequest, k: int = 5, reasons: bool = True) -> MatchResult:
+        """The top k specialists for a referral, best first, with reasons for each."""
+        t0 = time.perf_counter()
+        found = self.index.retrieve(req.retrieval())
+        t1 = time.perf_counter()
+        matches: list[Match] = []
+        timings = {"retrieval": (t1 - t0) * 1e3}
+        if len(found.rows):
+            X = pair_features(self.ctx, self.candidate_frame(req, found))
+            t2 = time.perf_counter()
+            scores = self.ranker.score(X)
+            top = np.argsort(-scores, kind="stable")[:k]
+            t3 = time.perf_counter()
+            timings |= {"features": (t2 - t1) * 1e3, "scoring": (t3 - t2) * 1e3}
+            Xtop = X.iloc[top]
+            contrib = self.ranker.contributions(Xtop) if reasons else None
+            for rank, i in enumerate(top, start=1):
+                row = Xtop.iloc[rank - 1]
+                spec_row = int(found.rows[i])
+                rating = self._rating[spec_row]
+                text: list[str] = []
+                if contrib is not None:
+                    cand = candidate_from(
+                        row,
+                        rating=None if np.isnan(rating) else float(rating),
+                        language=req.language,
+                        reason_code=req.reason_code,
+                        unknown_plan=found.unknown_plan,
+                    )
+                    text = explain(contrib.iloc[rank - 1].to_dict(), cand)
+                matches.append(
+                    Match(
+                        rank=rank,
+                        specialist_id=str(self._ids[spec_row]),
+                        score=float(scores[i]),
+                        features={f: float(row[f]) for f in self.ranker.features},
+                        reasons=text,
+                        out_of_network=bool(found.out_of_network[i]),
+                    )
+                )
+            timings["reasons"] = (time.perf_counter() - t3) * 1e3
+        return MatchResult(
+            matches=matches,
+            candidates=len(found.rows),
+            radius_km=found.radius_km,
+            removed_by=found.removed_by,
+            empty_reason=found.empty_reason,
+            unknown_plan=found.unknown_plan,
+            timings_ms=timings,
+        )
