@@ -204,43 +204,7 @@ class Matcher:
         """The top k specialists for a referral, best first, with reasons for each."""
         t0 = time.perf_counter()
         found = self.index.retrieve(req.retrieval())
-        t1 = time.perf_counter()
-        matches: list[Match] = []
-        timings = {"retrieval": (t1 - t0) * 1e3}
-        if len(found.rows):
-            X = pair_features(self.ctx, self.candidate_frame(req, found))
-            t2 = time.perf_counter()
-            scores = self.ranker.score(X)
-            top = np.argsort(-scores, kind="stable")[:k]
-            t3 = time.perf_counter()
-            timings |= {"features": (t2 - t1) * 1e3, "scoring": (t3 - t2) * 1e3}
-            Xtop = X.iloc[top]
-            contrib = self.ranker.contributions(Xtop) if reasons else None
-            for rank, i in enumerate(top, start=1):
-                row = Xtop.iloc[rank - 1]
-                spec_row = int(found.rows[i])
-                rating = self._rating[spec_row]
-                text: list[str] = []
-                if contrib is not None:
-                    cand = candidate_from(
-                        row,
-                        rating=None if np.isnan(rating) else float(rating),
-                        language=req.language,
-                        reason_code=req.reason_code,
-                        unknown_plan=found.unknown_plan,
-                    )
-                    text = explain(contrib.iloc[rank - 1].to_dict(), cand)
-                matches.append(
-                    Match(
-                        rank=rank,
-                        specialist_id=str(self._ids[spec_row]),
-                        score=float(scores[i]),
-                        features={f: float(row[f]) for f in self.ranker.features},
-                        reasons=text,
-                        out_of_network=bool(found.out_of_network[i]),
-                    )
-                )
-            timings["reasons"] = (time.perf_counter() - t3) * 1e3
+        matches, timings = self.rank(req, found, k, reasons)
         return MatchResult(
             matches=matches,
             candidates=len(found.rows),
@@ -248,5 +212,54 @@ class Matcher:
             removed_by=found.removed_by,
             empty_reason=found.empty_reason,
             unknown_plan=found.unknown_plan,
-            timings_ms=timings,
+            timings_ms={"retrieval": (time.perf_counter() - t0) * 1e3 - sum(timings.values())}
+            | timings,
         )
+
+    def rank(
+        self, req: MatchRequest, found: RetrievalResult, k: int = 5, reasons: bool = True
+    ) -> tuple[list[Match], dict[str, float]]:
+        """Score the retrieved candidates, keep the top k, explain those (and only those)."""
+        if len(found.rows) == 0:
+            return [], {}
+        t1 = time.perf_counter()
+        X = pair_features(self.ctx, self.candidate_frame(req, found))
+        t2 = time.perf_counter()
+        scores = self.ranker.score(X)
+        top = np.argsort(-scores, kind="stable")[:k]
+        t3 = time.perf_counter()
+        Xtop = X.iloc[top]
+        contrib = self.ranker.contributions(Xtop).to_numpy() if reasons else None
+        matches: list[Match] = []
+        for rank, i in enumerate(top, start=1):
+            values = {f: float(Xtop[f].iloc[rank - 1]) for f in X.columns}
+            spec_row = int(found.rows[i])
+            rating = self._rating[spec_row]
+            text: list[str] = []
+            if contrib is not None:
+                cand = candidate_from(
+                    values,
+                    rating=None if np.isnan(rating) else float(rating),
+                    language=req.language,
+                    reason_code=req.reason_code,
+                    unknown_plan=found.unknown_plan,
+                )
+                text = explain(
+                    dict(zip(self.ranker.features, contrib[rank - 1], strict=True)), cand
+                )
+            matches.append(
+                Match(
+                    rank=rank,
+                    specialist_id=str(self._ids[spec_row]),
+                    score=float(scores[i]),
+                    features=values,
+                    reasons=text,
+                    out_of_network=bool(found.out_of_network[i]),
+                )
+            )
+        t4 = time.perf_counter()
+        return matches, {
+            "features": (t2 - t1) * 1e3,
+            "scoring": (t3 - t2) * 1e3,
+            "reasons": (t4 - t3) * 1e3,
+        }

@@ -92,7 +92,7 @@ def sentence(feature: str, c: Candidate) -> str | None:
     if feature == "specialist_completion_rate":
         return f"{c.completion_rate:.0%} of referrals here are completed"
     if feature == "specialist_no_show_rate":
-        return f"patients miss {c.no_show_rate:.0%} of visits here"
+        return f"patients keep {1 - c.no_show_rate:.0%} of their visits here"
     return None
 
 

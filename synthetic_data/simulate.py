@@ -214,6 +214,10 @@ def run_funnel(
     all_appts = pd.concat([appts, second], ignore_index=True)
 
     status, status_min = _final_status(status, status_min, all_appts, origin)
+    # An outcome due after the snapshot is not known yet: the referral is still open then.
+    future = status_min > end_min
+    status = np.where(future, "sent", status)
+    status_min = np.where(future, np.asarray(created_min, dtype=np.int64), status_min)
     status_at = origin + status_min * MINUTE
     return Funnel(status=status, status_at=status_at, appointments=all_appts)
 

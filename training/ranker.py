@@ -40,6 +40,7 @@ import pandas as pd
 from features.codes import specialties
 from features.contract import TABLES
 from features.geo import approx_km
+from features.matcher import SpecialistRanker
 from features.ranking import PAIR_FEATURES, RankingContext, pair_features
 
 LGB_RANK_PARAMS: dict[str, Any] = {
@@ -123,7 +124,7 @@ def candidate_pairs(ctx: RankingContext, refs: pd.DataFrame, k: int = CANDIDATES
     return pairs.sort_values(["ref", "specialist_row"], kind="stable").reset_index(drop=True)
 
 
-def load_ranker_data(directory: Path) -> RankerData:
+def load_ranker_data(directory: Path, candidates: int = CANDIDATES) -> RankerData:
     """Referrals with a historical choice, their candidates, features and graded labels."""
     t = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES}
     ctx = RankingContext.build(
@@ -158,7 +159,7 @@ def load_ranker_data(directory: Path) -> RankerData:
             "booked": rf["referral_id"].isin(t["appointments"]["referral_id"]),
         }
     )
-    cand = candidate_pairs(ctx, refs)
+    cand = candidate_pairs(ctx, refs, candidates)
     r = refs.iloc[cand["ref"].to_numpy()].reset_index(drop=True)
     pairs = r.assign(specialist_row=cand["specialist_row"].to_numpy(), as_of=r["created_at"])
     X = pair_features(ctx, pairs)
@@ -331,6 +332,10 @@ class RankerTraining:
     metrics: dict[str, Any]
     test: pd.DataFrame  # test pairs with features, labels and every ranking's score_* column
     windows: dict[str, Any]
+
+    def bundle(self, metadata: dict[str, Any] | None = None) -> SpecialistRanker:
+        """The runtime ranker (features.matcher) for this run."""
+        return SpecialistRanker(self.ranker, MODEL_FEATURES, dict(metadata or {}))
 
 
 def split_windows(
