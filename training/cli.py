@@ -195,27 +195,97 @@ def train_ranker_cmd(
     data: Annotated[
         Path, typer.Option("--data", help="A dataset folder (generated or in the contract).")
     ],
+    test_from: Annotated[
+        str | None,
+        typer.Option("--test-from", help="First referral date of the test window (YYYY-MM-DD)."),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
     metrics_out: Annotated[
         Path | None, typer.Option("--metrics-out", help="Write the metrics JSON here.")
     ] = None,
 ) -> None:
-    """Train the specialist ranker (LambdaRank) and compare it with the baselines (work in progress:
-    not yet logged to MLflow or registered)."""
-    import json
+    """Train the specialist ranker (LambdaRank), compare it with the baselines, register a
+    version of specialist-ranker."""
+    import pandas as pd
 
-    from training.ranker import format_table, load_ranker_data, metrics_document, train_ranker
+    from training.ranker import format_table
+    from training.ranker_job import train_and_register
 
     if not (data / "referrals.parquet").exists():
         raise _fail(f"--data {data}: no referrals.parquet there (is it a dataset folder?)")
     try:
-        metrics = train_ranker(load_ranker_data(data)).metrics
-    except (ValueError, KeyError) as exc:
+        start = pd.Timestamp(test_from) if test_from else None
+    except ValueError:
+        raise _fail(f"--test-from: '{test_from}' is not a date (YYYY-MM-DD)") from None
+    try:
+        outcome = train_and_register(
+            data, test_from=start, tracking_uri=tracking_uri, metrics_out=metrics_out
+        )
+    except (ValueError, KeyError, LookupError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
-    typer.echo(format_table(metrics))
+    w = outcome.training.windows
+    typer.echo(
+        f"test window from {w['test_from']}: {w['test_referrals']:,} referrals "
+        f"(trained on {w['train_referrals']:,}, early-stopped on {w['valid_referrals']:,})"
+    )
+    typer.echo(format_table(outcome.training.metrics))
+    typer.echo(f"\nregistered specialist-ranker version {outcome.version} (run {outcome.run_id})")
     if metrics_out:
-        metrics_out.parent.mkdir(parents=True, exist_ok=True)
-        metrics_out.write_text(json.dumps(metrics_document(metrics), indent=2) + "\n")
         typer.echo(f"metrics written to {metrics_out}")
+
+
+@promote_app.command("ranker")
+def promote_ranker_cmd(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version to promote (default: latest).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if a gate fails (recorded).")
+    ] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Set specialist-ranker@champion when the version passes the gates."""
+    from training.ranker_job import promote
+
+    try:
+        promoted, _, message = promote(version, force=force, tracking_uri=tracking_uri)
+    except (ValueError, LookupError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(message)
+    raise typer.Exit(0 if promoted else 1)
+
+
+@app.command()
+def recommend(
+    data: Annotated[Path, typer.Option("--data", help="A dataset folder (the directory).")],
+    referral_id: Annotated[
+        str, typer.Option("--referral-id", help="A referral of the dataset to match.")
+    ],
+    k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many specialists.")] = 5,
+    allow_out_of_network: Annotated[
+        bool, typer.Option("--allow-out-of-network", help="Keep (and flag) out-of-network.")
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Bundle folder or models:/specialist-ranker@alias (default: @champion).",
+        ),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Rank specialists for one referral of a dataset, as of its snapshot, with reasons."""
+    import tempfile
+
+    from training.ranker_job import format_matches, load_ranker, recommend_for_referral
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ranker = load_ranker(model, tracking_uri, Path(tmp))
+        result = recommend_for_referral(data, referral_id, ranker, k, allow_out_of_network)
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(format_matches(result))
 
 
 @promote_app.command("no-show")

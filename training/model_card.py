@@ -408,3 +408,249 @@ def _limits(card: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
     ]
     items += [str(x) for x in card.get("limits") or []]
     return ["## Limits", "", *(f"- {x}" for x in items), ""]
+
+
+# ---------------------------------------------------------------- ranker card
+
+RANKER_SECTIONS = (
+    "Model details",
+    "Intended use",
+    "Labels",
+    "Inputs",
+    "Metrics",
+    "Caveats",
+    "Known limitations",
+)
+
+
+def render_ranker_card(card: Mapping[str, Any]) -> str:
+    """Markdown model card of a specialist ranker run.
+
+    Sections: Model details, Intended use, Labels, Inputs, Metrics, Caveats, Known limitations.
+    Every key is optional; a missing part is rendered as "not recorded" (or the section says
+    so), never as an error. Feature names that look like race or ethnicity are refused
+    (ValueError), as on the no-show card.
+
+    Schema (a full example):
+
+        {
+            "name": "specialist-ranker",
+            "version": "3",                           # registry version, str or int
+            "trained_at": "2025-01-31T09:12:00+00:00",  # str, date or datetime
+            "data": {
+                "source": "synthetic world data/medium",
+                "synthetic": True,                    # True: generated world; False: own data
+                "referrals": 41_200,                  # referrals with a historical choice
+                "pairs": 1_310_000,                   # (referral, candidate) rows
+                "date_range": "2023-01-02 .. 2024-12-31",  # str, or a (start, end) pair
+                "windows": {...},                     # e.g. training.ranker.split_windows'
+            },                                        # dict; else metrics["_windows"]
+            "labels": "Logged grades 0..3 for evaluation; counterfactual ...",  # printed as is
+            "features": ["distance_km", "in_network", ...],
+            "metrics": training.ranker.evaluate(...), # {ranking: {metric: {"mean", "ci95"}}};
+                                                      # "oracle.*" keys only with ground truth
+            "caveats": ["Extra caveat for this run."],
+        }
+    """
+    features = [str(f) for f in card.get("features") or []]
+    audit = [f for f in features if any(m in f.lower() for m in AUDIT_ONLY_MARKERS)]
+    if audit:
+        raise ValueError(
+            f"features {audit} look like race/ethnicity: those are audit-only, never inputs"
+        )
+    data = _mapping(card.get("data"))
+    metrics = _mapping(card.get("metrics"))
+    parts = [
+        f"# Model card: {_text(card.get('name'), 'specialist ranker')} "
+        f"(version {_text(card.get('version'))})",
+        "",
+        "Orders the in-network specialists that fit a referral, best match first, for the "
+        "referral coordinator who helps the patient choose.",
+        "",
+        *_ranker_details(card, data, metrics),
+        *_ranker_intended_use(),
+        *_ranker_labels(card.get("labels")),
+        *_ranker_inputs(features),
+        *_ranker_metrics(metrics),
+        *_ranker_caveats(card.get("caveats")),
+        *_ranker_limits(data),
+    ]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+RANKER_METRICS = (
+    ("ndcg@5", "NDCG@5 (logged)"),
+    ("mrr", "MRR"),
+    ("hit@5", "Hit@5"),
+    ("oracle.ndcg@5", "Oracle NDCG@5"),
+    ("oracle.regret@1", "Regret@1"),
+)
+WITH_INTERVAL = ("ndcg@5", "oracle.ndcg@5")  # shown as mean [95% CI]
+
+
+def _ranker_details(
+    card: Mapping[str, Any], data: Mapping[str, Any], metrics: Mapping[str, Any]
+) -> list[str]:
+    synthetic = data.get("synthetic")
+    if synthetic is True:
+        kind = "synthetic (generated world with known true match utility)"
+    elif synthetic is False:
+        kind = "own data (real referrals)"
+    else:
+        kind = "not recorded"
+    date_range = data.get("date_range")
+    if isinstance(date_range, Sequence) and not isinstance(date_range, str):
+        date_range = " .. ".join(_text(d) for d in date_range)
+    rows = [
+        ["Name", _cell(card.get("name"))],
+        ["Version", _cell(card.get("version"))],
+        ["Trained at", _cell(card.get("trained_at"))],
+        ["Data", _cell(kind)],
+        ["Data source", _cell(data.get("source"))],
+        ["Referrals", _count(data.get("referrals"))],
+        ["Candidate pairs", _count(data.get("pairs"))],
+        ["Date range", _cell(date_range)],
+    ]
+    windows = _mapping(data.get("windows")) or _mapping(metrics.get("_windows"))
+    for name, value in windows.items():
+        numeric = isinstance(value, int) and not isinstance(value, bool)
+        label = _pretty(str(name)).capitalize()
+        rows.append([label, _count(value) if numeric else _cell(value)])
+    return ["## Model details", "", *_table(["Field", "Value"], rows)]
+
+
+def _ranker_intended_use() -> list[str]:
+    return [
+        "## Intended use",
+        "",
+        "Rank the in-network specialists that fit a referral (specialty, distance, plan, "
+        "availability) so that a referral coordinator sees the likely good matches first.",
+        "",
+        "> **Decision support only.** A coordinator and the patient choose the specialist; "
+        "the ranking is a suggestion they may ignore. Never use it to deny or delay care, to "
+        "restrict a patient's choice, or to steer patients away from specialists for "
+        "reasons other than the patient's own needs.",
+        "",
+    ]
+
+
+def _ranker_labels(labels: Any) -> list[str]:
+    return [
+        "## Labels",
+        "",
+        _text(labels, "Label design not recorded."),
+        "",
+        "Logged grades per referral (evaluation): 3 = chosen and completed, 2 = chosen and "
+        "booked, 1 = chosen only, 0 = not chosen.",
+        "",
+    ]
+
+
+def _ranker_inputs(features: list[str]) -> list[str]:
+    lines = ["## Inputs", ""]
+    if features:
+        lines.append(
+            f"{len(features)} pair features (referral x specialist), known at ranking time:"
+        )
+        lines.append("")
+        lines += [f"- `{f}`" for f in features]
+    else:
+        lines.append("Feature list not recorded.")
+    lines += ["", "Race and ethnicity are never model inputs.", ""]
+    return lines
+
+
+def _with_interval(value: Mapping[str, Any]) -> str:
+    mean = _num(value.get("mean"))
+    ci = value.get("ci95")
+    if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
+        return f"{mean} [{_num(ci[0])}, {_num(ci[1])}]"
+    return mean
+
+
+def _ranker_metrics(metrics: Mapping[str, Any]) -> list[str]:
+    lines = ["## Metrics", ""]
+    names = [
+        str(n) for n, v in metrics.items() if not str(n).startswith("_") and isinstance(v, Mapping)
+    ]
+    if not names:
+        return [*lines, "Metrics not recorded.", ""]
+    names = sorted(names, key=lambda n: n != "ranker")  # the model first, then as recorded
+    oracle = any(k.startswith("oracle.") for n in names for k in _mapping(metrics[n]))
+    columns = [(k, label) for k, label in RANKER_METRICS if oracle or not k.startswith("oracle.")]
+    lines += [
+        "Test window: referrals later in time than all training rows; mean per referral with "
+        "a 95% bootstrap interval over referrals in brackets. Logged NDCG@5 uses the gain "
+        "2^grade - 1; MRR and hit@5 find the best-graded (chosen) candidate. Logged metrics "
+        "reward imitating the historical choice: the historical-choice baseline scores "
+        "(nearly) perfectly on them by construction.",
+        "",
+    ]
+    if oracle:
+        lines += [
+            "Oracle NDCG@5 scores the order against the true match utility (gain = utility "
+            "above the referral's worst candidate); regret@1 is the best candidate's utility "
+            "minus that of the one ranked first (lower is better).",
+            "",
+        ]
+    rows = []
+    for name in names:
+        m = _mapping(metrics[name])
+        shown = f"**{_pretty(name)}**" if name == "ranker" else _pretty(name)
+        cells = []
+        for key, _ in columns:
+            value = _mapping(m.get(key))
+            if not value:
+                cells.append("—")
+            elif key in WITH_INTERVAL:
+                cells.append(_with_interval(value))
+            else:
+                cells.append(_num(value.get("mean")))
+        rows.append([_cell(shown), *cells])
+    lines += _table(["Ranking", *(label for _, label in columns)], rows)
+    if not oracle:
+        lines += [
+            "No oracle metrics: the true match utility is unknown for this data, so only "
+            "logged metrics (which favour the historical choice) are available.",
+            "",
+        ]
+    return lines
+
+
+def _ranker_caveats(caveats: Any) -> list[str]:
+    items = [str(c) for c in caveats or []] if not isinstance(caveats, str) else [caveats]
+    if not items:
+        return ["## Caveats", "", "None recorded for this run.", ""]
+    return ["## Caveats", "", *(f"- {c}" for c in items), ""]
+
+
+def _ranker_limits(data: Mapping[str, Any]) -> list[str]:
+    synthetic = data.get("synthetic")
+    if synthetic is True:
+        world = (
+            "**Synthetic world.** Trained and evaluated on generated referrals whose true "
+            "match utility is known; the numbers show what the method recovers in that "
+            "world, not how it ranks for a real network of specialists and patients."
+        )
+    elif synthetic is False:
+        world = (
+            "**Own data, one network.** Trained on one organisation's referrals; the order "
+            "need not carry over to other networks, regions or referral practices."
+        )
+    else:
+        world = (
+            "**Data origin not recorded.** If the referrals were synthetic, the numbers say "
+            "nothing about a real network; if real, they describe one setting only."
+        )
+    items = [
+        "**Position bias of logged data.** Historical choices were made from whatever list, "
+        "habit or proximity the referring practice used: candidates that were never seen "
+        "could not be chosen, so logged grades understate them and logged metrics reward "
+        "imitating the old process.",
+        "**The completion model only observes chosen specialists.** Completion outcomes "
+        "exist only for the specialist actually chosen; the counterfactual labels of all "
+        "other candidates are the model's extrapolation to pairs it never saw complete, "
+        "and inherit any confounding of who was sent where.",
+        world,
+    ]
+    return ["## Known limitations", "", *(f"- {x}" for x in items), ""]

@@ -280,21 +280,9 @@ def promote(
 
 def load_predictor(model: str | None, tracking_uri: str | None, workdir: Path) -> NoShowPredictor:
     """A bundle directory, 'models:/no-show@alias', 'models:/no-show/VERSION', or the champion."""
-    if model and Path(model).is_dir():
-        return NoShowPredictor.load(Path(model))
     from training import registry
 
-    registry.configure(tracking_uri)
-    ref = (model or f"models:/{MODEL_NAME}@champion").removeprefix("models:/")
-    version: str | None = None
-    alias = "champion"
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-    elif "/" in ref:
-        name, version = ref.split("/", 1)
-    else:
-        name = ref
-    return NoShowPredictor.load(registry.download_bundle(name, version, alias=alias, dst=workdir))
+    return NoShowPredictor.load(registry.resolve_bundle(model, MODEL_NAME, tracking_uri, workdir))
 
 
 def score(predictor: NoShowPredictor, flat: pd.DataFrame, upcoming_only: bool) -> pd.DataFrame:

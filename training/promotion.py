@@ -6,11 +6,19 @@ score the same rows):
 - ece: candidate expected calibration error at most 0.03;
 - subgroup_calibration: every subgroup with at least SUBGROUP_MIN_ROWS rows has an
   observed/predicted no-show ratio within 0.8-1.25.
+
+Specialist-ranker gates, on the candidate's test referrals, with NDCG@5 against the true
+utility on synthetic data ("oracle") and against the logged outcome grades otherwise:
+- beats_baselines: the candidate's 95% bootstrap interval lies above every baseline's;
+- vs_champion: not worse than the champion by more than RANK_TOLERANCE (both rescored here);
+- urgency: for each urgency with at least URGENCY_MIN_REFERRALS referrals, not worse than the
+  hand-weighted rule by more than RANK_TOLERANCE (urgent patients must not pay for the average).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +28,8 @@ from training.metrics import SUBGROUP_MIN_ROWS, binary_metrics, subgroup_table
 AUC_TOLERANCE = 0.005
 MAX_ECE = 0.03
 RATIO_BAND = (0.8, 1.25)
+RANK_TOLERANCE = 0.005
+URGENCY_MIN_REFERRALS = 100
 
 
 @dataclass(frozen=True)
@@ -113,3 +123,76 @@ def subgroup_columns(rows: pd.DataFrame) -> dict[str, np.ndarray]:
         for k, v in candidates.items()
         if v is not None and pd.Series(v).notna().any()
     }
+
+
+def ranker_gates(
+    metric: str,
+    candidate: dict[str, dict[str, Any]],
+    baselines: dict[str, dict[str, dict[str, Any]]],
+    champion: dict[str, dict[str, Any]] | None,
+    by_urgency: dict[str, tuple[int, float, float]],
+) -> list[GateResult]:
+    """Evaluate the ranker gates.
+
+    `candidate`, `champion` and each baseline are `training.ranker.evaluate` results for one
+    ranking ({metric: {"mean", "ci95"}}); `metric` names the NDCG used ("oracle.ndcg@5" or
+    "ndcg@5"); `by_urgency` maps urgency -> (referrals, candidate value, weighted-rule value).
+    """
+    mean = float(candidate[metric]["mean"])
+    low = float(candidate[metric]["ci95"][0])
+    results = []
+    highs = {name: float(r[metric]["ci95"][1]) for name, r in baselines.items()}
+    best = max(highs, key=lambda k: highs[k]) if highs else None
+    if best is None:
+        results.append(GateResult("beats_baselines", False, mean, float("nan"), "no baselines"))
+    else:
+        results.append(
+            GateResult(
+                "beats_baselines",
+                low > highs[best],
+                low,
+                highs[best],
+                f"{metric} 95% CI low {low:.4f} vs best baseline '{best}' CI high "
+                f"{highs[best]:.4f}",
+            )
+        )
+    if champion is None:
+        results.append(GateResult("vs_champion", True, mean, float("nan"), "no current champion"))
+    else:
+        champ = float(champion[metric]["mean"])
+        results.append(
+            GateResult(
+                "vs_champion",
+                mean >= champ - RANK_TOLERANCE,
+                mean,
+                champ - RANK_TOLERANCE,
+                f"{metric} {mean:.4f} vs champion {champ:.4f} ({mean - champ:+.4f}; "
+                f"tolerance {RANK_TOLERANCE})",
+            )
+        )
+    worst = None
+    for urgency, (n, value, rule) in sorted(by_urgency.items()):
+        if n < URGENCY_MIN_REFERRALS:
+            continue
+        gap = value - rule
+        if worst is None or gap < worst[1]:
+            worst = (urgency, gap, value, rule, n)
+    if worst is None:
+        results.append(
+            GateResult(
+                "urgency", True, float("nan"), -RANK_TOLERANCE, "no urgency group large enough"
+            )
+        )
+    else:
+        urgency, gap, value, rule, n = worst
+        results.append(
+            GateResult(
+                "urgency",
+                gap >= -RANK_TOLERANCE,
+                gap,
+                -RANK_TOLERANCE,
+                f"worst urgency '{urgency}' ({n} referrals): {metric} {value:.4f} vs weighted rule "
+                f"{rule:.4f} ({gap:+.4f})",
+            )
+        )
+    return results

@@ -1,11 +1,12 @@
 """MLflow tracking and model registry for model bundles (MLflow 3: aliases, never stages).
 
-A trained no-show model is a bundle directory (see `features.predictor`). Each registered
-version is logged twice inside its training run:
+A trained model is a bundle directory (`features.predictor` for no-show, `features.matcher` for
+the specialist ranker). Each registered version is logged twice inside its training run:
 
     <run>/bundle/...        the plain bundle files: `download_bundle` fetches these, so batch
                             scoring and the service load a version without importing pyfunc
-    logged model "model"    a pyfunc wrapper (`BundleModel`) around the same bundle, registered
+    logged model "model"    a pyfunc wrapper (`BundleModel`, `RankerBundleModel`) around the
+                            same bundle, registered
                             under the model name, so `mlflow.pyfunc.load_model("models:/...")`
                             works. BundleModel is pickled by reference to this package, which
                             the model's inferred requirements do not list: load it where
@@ -30,6 +31,7 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,12 +53,14 @@ from mlflow.protos.databricks_pb2 import (
 )
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from features.matcher import SpecialistRanker
 from features.predictor import NoShowPredictor
 
 CHAMPION: Final = "champion"
 BUNDLE_ARTIFACT: Final = "bundle"  # run artifact folder holding the plain bundle files
 MODEL_ARTIFACT: Final = "model"  # name of the logged pyfunc model
 BUNDLE_FILES: Final = ("model.txt", "calibration.json", "feature_spec.json", "metadata.json")
+RANKER_BUNDLE_FILES: Final = ("model.txt", "feature_spec.json", "metadata.json")
 
 _NOT_FOUND_CODES: Final = {
     ErrorCode.Name(RESOURCE_DOES_NOT_EXIST),
@@ -204,26 +208,52 @@ class BundleModel(PythonModel):
         )
 
 
+class RankerBundleModel(PythonModel):
+    """pyfunc wrapper of a ranker bundle: pair-feature rows in, one `score` per row out
+    (higher ranks first within a referral)."""
+
+    def __init__(self) -> None:
+        self._ranker: SpecialistRanker | None = None
+
+    def load_context(self, context: PythonModelContext) -> None:
+        self._ranker = SpecialistRanker.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
+
+    def predict(
+        self,
+        context: PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        if self._ranker is None:
+            raise RuntimeError("RankerBundleModel used before load_context")
+        return pd.DataFrame({"score": self._ranker.score(model_input)})
+
+
 def log_bundle(
     bundle_dir: Path,
     registered_name: str,
     input_example: pd.DataFrame,
     output_example: pd.DataFrame,
+    *,
+    python_model: PythonModel | None = None,
+    check: Callable[[Path], object] = NoShowPredictor.load,
 ) -> ModelVersionInfo:
     """Log `bundle_dir` into the active run and register it as a new version of `registered_name`.
 
-    The plain files go to the run's `bundle/` artifacts first, then the pyfunc model is logged
-    and registered, so a registered version always has its bundle to download.
+    `check` loads the bundle first (a broken bundle fails before anything is logged);
+    `python_model` is the pyfunc wrapper (default: the no-show `BundleModel`). The plain files
+    go to the run's `bundle/` artifacts first, then the pyfunc model is logged and registered,
+    so a registered version always has its bundle to download.
     """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_bundle must be called inside an active run (mlflow.start_run())")
     bundle_dir = Path(bundle_dir)
-    NoShowPredictor.load(bundle_dir)  # a broken bundle fails here, before anything is logged
+    check(bundle_dir)  # a broken bundle fails here, before anything is logged
     mlflow.log_artifacts(str(bundle_dir), artifact_path=BUNDLE_ARTIFACT)
     info = mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,
-        python_model=BundleModel(),
+        python_model=python_model if python_model is not None else BundleModel(),
         artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
         signature=infer_signature(input_example, output_example),
         input_example=input_example,
@@ -390,3 +420,23 @@ def _no_alias_message(name: str, alias: str) -> str:
         raise
     hint = " (promote a version first)" if alias == CHAMPION else ""
     return f"registered model '{name}' has no version with alias '@{alias}'{hint}"
+
+
+def resolve_bundle(
+    model: str | None, default_name: str, tracking_uri: str | None, workdir: Path
+) -> Path:
+    """A bundle directory for `model`: a local directory, 'models:/NAME@alias',
+    'models:/NAME/VERSION', 'NAME', or (None) `default_name@champion`."""
+    if model and Path(model).is_dir():
+        return Path(model)
+    configure(tracking_uri)
+    ref = (model or f"models:/{default_name}@{CHAMPION}").removeprefix("models:/")
+    version: str | None = None
+    alias = CHAMPION
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+    elif "/" in ref:
+        name, version = ref.split("/", 1)
+    else:
+        name = ref
+    return download_bundle(name, version, alias=alias, dst=workdir)
