@@ -7,18 +7,21 @@ UV := .uv/bin/uv
 RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
+# LightGBM's OpenMP threads otherwise spin while waiting: on a busy 2-core machine (tests in
+# parallel, a server beside a training job) that made training up to 7x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 WORLD ?= data/world-medium
 SIZE ?= medium
 SEED ?= 7
 
-.PHONY: setup demo world validate train-no-show promote-no-show score-no-show test test-fast lint format bench clean help
+.PHONY: setup demo world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend test test-fast lint format bench clean help
 
 help:
-	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and score the no-show model"
+	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker"
 	@echo "make test   - set up and run the whole test suite (what CI runs)"
 	@echo "make lint   - ruff lint + format check, mypy"
-	@echo "make bench  - generator speed and memory per size; no-show training at ~1M appointments and scoring"
+	@echo "make bench  - generator speed and memory per size; no-show training at ~1M appointments and scoring; ranker training and latency"
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -30,7 +33,7 @@ $(UV):
 
 setup: .venv/.synced
 
-demo: setup world validate train-no-show promote-no-show score-no-show
+demo: setup world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend
 
 world: setup
 	$(RUN) referral-ml generate --size $(SIZE) --seed $(SEED) --out $(WORLD)
@@ -46,6 +49,15 @@ promote-no-show: setup
 
 score-no-show: setup
 	$(RUN) referral-ml score no-show --data $(WORLD) --upcoming-only --out $(WORLD)/no_show_scores.csv
+
+train-ranker: setup
+	$(RUN) referral-ml train ranker --data $(WORLD) --metrics-out $(WORLD)/ranker_metrics.json
+
+promote-ranker: setup
+	$(RUN) referral-ml promote ranker
+
+recommend: setup
+	$(RUN) referral-ml recommend --data $(WORLD)
 
 test: setup
 	$(RUN) ruff check .
@@ -67,6 +79,8 @@ bench: setup
 	$(RUN) python benchmarks/bench_generate.py
 	test -d data/world-large || $(RUN) referral-ml generate --size large --out data/world-large --quiet
 	$(RUN) python benchmarks/bench_no_show.py --data data/world-large
+	test -d data/world-medium || $(RUN) referral-ml generate --size medium --seed 7 --out data/world-medium --quiet
+	$(RUN) python benchmarks/bench_ranker.py --data data/world-medium
 
 clean:
 	rm -rf .venv .uv data mlruns mlflow.db .pytest_cache .ruff_cache .mypy_cache

@@ -230,9 +230,11 @@ class Matcher:
         t3 = time.perf_counter()
         Xtop = X.iloc[top]
         contrib = self.ranker.contributions(Xtop).to_numpy() if reasons else None
+        names = list(X.columns)
+        top_values = Xtop.to_numpy(dtype=float)
         matches: list[Match] = []
         for rank, i in enumerate(top, start=1):
-            values = {f: float(Xtop[f].iloc[rank - 1]) for f in X.columns}
+            values = dict(zip(names, map(float, top_values[rank - 1]), strict=True))
             spec_row = int(found.rows[i])
             rating = self._rating[spec_row]
             text: list[str] = []

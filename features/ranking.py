@@ -13,8 +13,8 @@ path, which tests check), so a request costs array lookups only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,44 @@ def membership(column: pd.Series, codes: dict[str, int]) -> np.ndarray:
     return out
 
 
+_LANGUAGE_INDEX: Final = {lang: i for i, lang in enumerate(LANGUAGES)}
+
+
+@dataclass
+class SpecialistArrays:
+    """Per-specialist numpy columns for fast pair features (aligned with the specialist rows)."""
+
+    specialist_id: np.ndarray  # str objects
+    latitude: np.ndarray
+    longitude: np.ndarray
+    review_count: np.ndarray
+    sex_code: np.ndarray
+    sex_index: dict[str, int]
+    system_code: np.ndarray  # -1 for an independent practice
+    system_index: dict[str, int]
+    availability_code: np.ndarray  # code in the NextAvailableIndex (-1: no slots known)
+
+    @classmethod
+    def build(
+        cls, specialists: pd.DataFrame, system: np.ndarray, availability: NextAvailableIndex
+    ) -> SpecialistArrays:
+        ids = specialists["specialist_id"].astype(str).to_numpy(dtype=object)
+        sex_code, sexes = pd.factorize(specialists["sex"].astype(str))
+        systems = sorted({s for s in system.tolist() if s})
+        system_index = {s: i for i, s in enumerate(systems)}
+        return cls(
+            specialist_id=ids,
+            latitude=specialists["latitude"].to_numpy(dtype=float),
+            longitude=specialists["longitude"].to_numpy(dtype=float),
+            review_count=specialists["review_count"].to_numpy(dtype=float),
+            sex_code=sex_code.astype(np.int64),
+            sex_index={str(v): i for i, v in enumerate(sexes)},
+            system_code=np.array([system_index.get(s, -1) for s in system.tolist()], np.int64),
+            system_index=system_index,
+            availability_code=availability.codes(specialists["specialist_id"]),
+        )
+
+
 @dataclass
 class RankingContext:
     """A directory snapshot prepared for pair features (built once, reused for every request)."""
@@ -86,6 +124,10 @@ class RankingContext:
     completion_now: np.ndarray  # per specialist row: rate from every referral outcome
     no_show_now: np.ndarray  # per specialist row: rate from every visit outcome
     continuity_now: frozenset[tuple[str, str]]  # (patient_id, specialist_id) attended pairs
+    arrays: SpecialistArrays = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrays = SpecialistArrays.build(self.specialists, self.system, self.availability)
 
     @classmethod
     def build(
@@ -100,7 +142,6 @@ class RankingContext:
         """Prepare arrays for a directory snapshot and the outcome history known so far."""
         in_net, accepts, plan_index = network_matrices(plans, specialists)
         cats = {c: i for i, c in enumerate(sorted({r.category for r in reasons().values()}))}
-        langs = {lang: i for i, lang in enumerate(LANGUAGES)}
         system_of = organizations.set_index("organization_id")["system_id"]
         system = specialists["organization_id"].map(system_of).fillna("").astype(str).to_numpy()
         reviews = specialists["review_count"].to_numpy(dtype=float)
@@ -136,7 +177,7 @@ class RankingContext:
             plan_index=plan_index,
             treats=membership(specialists["focus_codes"], cats),
             category_index=cats,
-            speaks=membership(specialists["languages"], langs),
+            speaks=membership(specialists["languages"], _LANGUAGE_INDEX),
             system=system,
             rating_shrunk=shrunk,
             visit_events=visits,
@@ -186,6 +227,14 @@ class BookingIndex:
         return (hi - lo) / (weeks * self.weekly_capacity[rows])
 
 
+def _codes(values: pd.Series, mapping: dict[str, int], transform: Any = None) -> np.ndarray:
+    """Integer code per row (-1 when unknown or missing), mapping each distinct value once."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    keys = [transform(u) if transform else u for u in uniques.tolist()]
+    table = np.array([mapping.get(k, -1) for k in keys] + [-1], dtype=np.int64)
+    return table[codes]  # code -1 (missing) picks the trailing -1
+
+
 def pair_features(ctx: RankingContext, pairs: pd.DataFrame) -> pd.DataFrame:
     """Features for (referral, candidate) pairs.
 
@@ -193,68 +242,68 @@ def pair_features(ctx: RankingContext, pairs: pd.DataFrame) -> pd.DataFrame:
     latitude, longitude (patient), insurance_plan_id, reason_code, urgency, language, sex,
     patient_id (optional), referring_system (optional health-system id of the referring practice).
     """
-    sp = ctx.specialists
     rows = pairs["specialist_row"].to_numpy(dtype=np.int64)
-    spec_ids = sp["specialist_id"].to_numpy()[rows]
+    arr = ctx.arrays
     as_of = pd.to_datetime(pairs["as_of"])
-    plan = pairs["insurance_plan_id"].map(ctx.plan_index)
-    known_plan = plan.notna().to_numpy()
-    p = plan.fillna(0).to_numpy(dtype=np.int64)
-    cat = pairs["reason_code"].str.slice(0, 3).map(ctx.category_index)
-    lang = pairs["language"].map({lang: i for i, lang in enumerate(LANGUAGES)})
-    X = pd.DataFrame(index=pairs.index)
-    X["distance_km"] = haversine_km(
+    when = as_of.to_numpy()
+    plan = _codes(pairs["insurance_plan_id"], ctx.plan_index)
+    known_plan = plan >= 0
+    p = np.maximum(plan, 0)
+    cat = _codes(pairs["reason_code"], ctx.category_index, lambda code: str(code)[:3])
+    lang = _codes(pairs["language"], _LANGUAGE_INDEX)
+    cols: dict[str, np.ndarray] = {}
+    cols["distance_km"] = haversine_km(
         pairs["latitude"].to_numpy(dtype=float),
         pairs["longitude"].to_numpy(dtype=float),
-        sp["latitude"].to_numpy()[rows],
-        sp["longitude"].to_numpy()[rows],
+        arr.latitude[rows],
+        arr.longitude[rows],
     )
-    X["focus_match"] = np.where(
-        cat.notna(), ctx.treats[rows, cat.fillna(0).to_numpy(dtype=np.int64)], False
+    cols["focus_match"] = ((cat >= 0) & ctx.treats[rows, np.maximum(cat, 0)]).astype(float)
+    cols["in_network"] = (known_plan & ctx.in_network[p, rows]).astype(float)
+    cols["accepts_plan"] = (known_plan & ctx.accepts[p, rows]).astype(float)
+    wait = ctx.availability.days_until_free_by_code(arr.availability_code[rows], when)
+    cols["next_available_days"] = wait
+    cols["load_ratio"] = ctx.bookings.load_ratio(rows, when)
+    cols["rating_shrunk"] = ctx.rating_shrunk[rows]
+    cols["review_count"] = arr.review_count[rows]
+    non_english = lang != _LANGUAGE_INDEX["en"]
+    cols["language_match"] = (
+        non_english & (lang >= 0) & ctx.speaks[rows, np.maximum(lang, 0)]
     ).astype(float)
-    X["in_network"] = np.where(known_plan, ctx.in_network[p, rows], False).astype(float)
-    X["accepts_plan"] = np.where(known_plan, ctx.accepts[p, rows], False).astype(float)
-    wait = ctx.availability.days_until_free(spec_ids, as_of.to_numpy())
-    X["next_available_days"] = wait
-    X["load_ratio"] = ctx.bookings.load_ratio(rows, as_of.to_numpy())
-    X["rating_shrunk"] = ctx.rating_shrunk[rows]
-    X["review_count"] = sp["review_count"].to_numpy(dtype=float)[rows]
-    non_english = (pairs["language"] != "en").to_numpy()
-    X["language_match"] = (
-        non_english
-        & lang.notna().to_numpy()
-        & ctx.speaks[rows, lang.fillna(0).to_numpy(dtype=np.int64)]
-    ).astype(float)
-    X["sex_match"] = (sp["sex"].to_numpy()[rows] == pairs["sex"].to_numpy()).astype(float)
+    sex = _codes(pairs["sex"], arr.sex_index)
+    cols["sex_match"] = (arr.sex_code[rows] == sex).astype(float)
     if _after_all_events(ctx, as_of):
-        X["specialist_completion_rate"] = ctx.completion_now[rows]
-        X["specialist_no_show_rate"] = ctx.no_show_now[rows]
-        patients = pairs["patient_id"].astype(str).tolist() if "patient_id" in pairs else None
-        X["continuity"] = (
-            np.array(
-                [(p, s) in ctx.continuity_now for p, s in zip(patients, spec_ids, strict=True)],
+        cols["specialist_completion_rate"] = ctx.completion_now[rows]
+        cols["specialist_no_show_rate"] = ctx.no_show_now[rows]
+        cols["continuity"] = np.zeros(len(rows))
+        if "patient_id" in pairs and ctx.continuity_now:
+            spec_ids = arr.specialist_id[rows]
+            patients = pairs["patient_id"].astype(str).tolist()
+            cols["continuity"] = np.array(
+                [(a, b) in ctx.continuity_now for a, b in zip(patients, spec_ids, strict=True)],
                 dtype=float,
             )
-            if patients is not None and ctx.continuity_now
-            else 0.0
-        )
     else:
-        keyed = pairs.assign(specialist_id=spec_ids, _as_of=as_of.to_numpy())
-        X["specialist_completion_rate"] = _rate(
+        keyed = pairs.assign(specialist_id=arr.specialist_id[rows], _as_of=when)
+        cols["specialist_completion_rate"] = _rate(
             ctx.referral_events, keyed, COMPLETION_PRIOR, success=True
         )
-        X["specialist_no_show_rate"] = _rate(ctx.visit_events, keyed, NO_SHOW_PRIOR, success=False)
-        X["continuity"] = _continuity(ctx.visit_events, keyed)
-    referring = (
-        pairs["referring_system"].fillna("").astype(str).to_numpy()
-        if "referring_system" in pairs
-        else ""
-    )
-    X["same_system"] = ((ctx.system[rows] == referring) & (ctx.system[rows] != "")).astype(float)
-    level = pairs["urgency"].map(URGENCY_LEVEL).fillna(0).to_numpy(dtype=float)
-    X["urgency_level"] = level
-    X["urgency_x_wait"] = level * wait
-    return X[list(PAIR_FEATURES)]
+        cols["specialist_no_show_rate"] = _rate(
+            ctx.visit_events, keyed, NO_SHOW_PRIOR, success=False
+        )
+        cols["continuity"] = _continuity(ctx.visit_events, keyed)
+    if "referring_system" in pairs:
+        referring = _codes(pairs["referring_system"].fillna(""), arr.system_index)
+        cols["same_system"] = ((arr.system_code[rows] == referring) & (referring >= 0)).astype(
+            float
+        )
+    else:
+        cols["same_system"] = np.zeros(len(rows))
+    level = _codes(pairs["urgency"], URGENCY_LEVEL).astype(float)
+    level[level < 0] = 0.0
+    cols["urgency_level"] = level
+    cols["urgency_x_wait"] = level * wait
+    return pd.DataFrame(cols, index=pairs.index, columns=list(PAIR_FEATURES))
 
 
 def _after_all_events(ctx: RankingContext, as_of: pd.Series) -> bool:

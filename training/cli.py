@@ -259,8 +259,9 @@ def promote_ranker_cmd(
 def recommend(
     data: Annotated[Path, typer.Option("--data", help="A dataset folder (the directory).")],
     referral_id: Annotated[
-        str, typer.Option("--referral-id", help="A referral of the dataset to match.")
-    ],
+        str | None,
+        typer.Option("--referral-id", help="A referral of the dataset (default: the latest)."),
+    ] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many specialists.")] = 5,
     allow_out_of_network: Annotated[
         bool, typer.Option("--allow-out-of-network", help="Keep (and flag) out-of-network.")
@@ -282,9 +283,10 @@ def recommend(
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ranker = load_ranker(model, tracking_uri, Path(tmp))
-        result = recommend_for_referral(data, referral_id, ranker, k, allow_out_of_network)
+        about, result = recommend_for_referral(data, referral_id, ranker, k, allow_out_of_network)
     except (ValueError, LookupError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
+    typer.echo(about)
     typer.echo(format_matches(result))
 
 

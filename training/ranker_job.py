@@ -275,9 +275,11 @@ def load_ranker(model: str | None, tracking_uri: str | None, workdir: Path) -> S
     return SpecialistRanker.load(registry.resolve_bundle(model, MODEL_NAME, tracking_uri, workdir))
 
 
-def request_for_referral(tables: dict[str, pd.DataFrame], referral_id: str) -> MatchRequest:
+def request_for_referral(tables: dict[str, pd.DataFrame], referral_id: str | None) -> MatchRequest:
     """The match request a referral UI would send for a referral of the dataset."""
     rf = tables["referrals"]
+    if referral_id is None:
+        raise ValueError("the dataset has no referrals")
     found = rf[rf["referral_id"] == referral_id]
     if found.empty:
         raise ValueError(f"--referral-id {referral_id}: no such referral in the dataset")
@@ -350,12 +352,24 @@ def tables_for_matching(data_dir: Path) -> dict[str, pd.DataFrame]:
 
 
 def recommend_for_referral(
-    data_dir: Path, referral_id: str, ranker: SpecialistRanker, k: int, allow_out_of_network: bool
-) -> MatchResult:
-    """Rank specialists for one referral of a dataset, as of the dataset's snapshot time."""
+    data_dir: Path, referral_id: str | None, ranker: SpecialistRanker, k: int, allow_oon: bool
+) -> tuple[str, MatchResult]:
+    """Rank specialists for one referral of a dataset, as of the dataset's snapshot time.
+    Returns a one-line description of the referral (no patient details) and the result."""
+    from features.codes import reasons, specialties
+
     tables = tables_for_matching(data_dir)
+    if referral_id is None:
+        rf = tables["referrals"]
+        referral_id = str(rf.loc[rf["created_at"].idxmax(), "referral_id"]) if len(rf) else None
     req = request_for_referral(tables, referral_id)
-    if allow_out_of_network:
+    if allow_oon:
         req = dataclasses.replace(req, allow_out_of_network=True)
     matcher = Matcher.from_tables(ranker, tables, now=snapshot_time(data_dir))
-    return matcher.recommend(req, k=k)
+    spec = specialties().get(req.specialty)
+    reason = reasons().get(req.reason_code)
+    about = (
+        f"referral {referral_id}: {spec.name if spec else req.specialty} for "
+        f"{reason.label if reason else req.reason_code} ({req.reason_code}), {req.urgency}"
+    )
+    return about, matcher.recommend(req, k=k)

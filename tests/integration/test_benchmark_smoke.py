@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,90 @@ def test_generate_benchmark_smoke(tmp_path: Path) -> None:
     (written,) = tmp_path.glob("generate-*.json")
     result = json.loads(written.read_text())["results"][0]
     assert result["rows"] > 0 and result["peak_rss_gb"] > 0 and result["ratio_to_write"] > 1
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny world (400 referrals) for the ranker benchmark harness."""
+    from synthetic_data.config import WorldConfig
+    from synthetic_data.world import write_world
+
+    out = tmp_path_factory.mktemp("world") / "tiny"
+    write_world(WorldConfig.for_size("small", seed=11, patients=300, referrals=400), out)
+    return out
+
+
+def _run_ranker_bench(world: Path, out: Path, *extra: str) -> dict[str, object]:
+    # LightGBM's OpenMP threads spin while they wait; on a busy 2-core runner (xdist workers,
+    # other jobs) that turns this ~5 s run into minutes. Passive waiting keeps it short; no
+    # figure is asserted here.
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_ranker.py"),
+            "--data",
+            str(world),
+            "--candidates",
+            "10",
+            "--repeats",
+            "5",
+            "--warmup",
+            "2",
+            "--requests",
+            "20",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "| rank " in run.stdout and "| recommend end to end" in run.stdout
+    result: dict[str, object] = json.loads(out.read_text())
+    return result
+
+
+def _assert_latency(result: dict[str, object]) -> None:
+    ranking, recommend = result["ranking"], result["recommend"]
+    assert isinstance(ranking, dict) and isinstance(recommend, dict)
+    assert ranking["candidates"] > 0 and ranking["repeats"] == 5
+    for name in (
+        "rank",
+        "rank_with_reasons",
+        "bare_predict",
+        "bare_predict_numpy",
+        "bare_predict_numpy_1_thread",
+        "bare_contrib_top10",
+    ):
+        assert ranking["ms"][name]["p50"] > 0 and ranking["ms"][name]["p95"] > 0, name
+    assert ranking["ratio_to_bare_predict"] > 0
+    assert set(ranking["stage_ms_p50"]) >= {"rank.features", "rank.scoring", "rank.reasons"}
+    assert isinstance(ranking["meets_goal"], bool)
+    assert recommend["requests"] == 20 and recommend["ms"]["p50"] > 0
+    assert recommend["ms"]["p95"] >= recommend["ms"]["p50"]
+    assert {"machine", "load_average_1_5_15", "peak_rss_gb"} <= set(result)
+
+
+def test_ranker_benchmark_smoke(tiny_world: Path, tmp_path: Path) -> None:
+    result = _run_ranker_bench(tiny_world, tmp_path / "ranker.json")
+    training = result["training"]
+    assert isinstance(training, dict) and training["skipped"] is False
+    assert training["referrals"] > 0 and training["pairs"] > training["referrals"]
+    assert training["mean_candidates_per_referral"] > 1
+    assert training["load_and_features_seconds"] > 0 and training["train_seconds"] > 0
+    assert training["peak_rss_gb"] > 0 and 0 < training["oracle_ndcg@5"] <= 1
+    _assert_latency(result)
+
+
+def test_ranker_benchmark_skip_training_smoke(tiny_world: Path, tmp_path: Path) -> None:
+    result = _run_ranker_bench(
+        tiny_world, tmp_path / "ranker.json", "--skip-training", "--quick-referrals", "300"
+    )
+    training = result["training"]
+    assert isinstance(training, dict) and training["skipped"] is True
+    _assert_latency(result)
