@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -114,6 +114,22 @@ TrackingOpt = Annotated[
     str | None,
     typer.Option("--tracking-uri", help="MLflow tracking URI (default: ./mlflow.db, SQLite)."),
 ]
+
+
+VersionOpt = Annotated[
+    str | None, typer.Option("--version", help="Version to promote (default: latest).")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Promote even if a gate fails (recorded).")]
+
+
+def _promote(promote: Any, version: str | None, force: bool, tracking_uri: str | None) -> None:
+    """Run a promotion, print the gate verdicts, exit 0 when promoted and 1 when refused."""
+    try:
+        promoted, _, message = promote(version, force=force, tracking_uri=tracking_uri)
+    except (ValueError, LookupError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(message)
+    raise typer.Exit(0 if promoted else 1)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -236,23 +252,12 @@ def train_ranker_cmd(
 
 @promote_app.command("ranker")
 def promote_ranker_cmd(
-    version: Annotated[
-        str | None, typer.Option("--version", help="Version to promote (default: latest).")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Promote even if a gate fails (recorded).")
-    ] = False,
-    tracking_uri: TrackingOpt = None,
+    version: VersionOpt = None, force: ForceOpt = False, tracking_uri: TrackingOpt = None
 ) -> None:
     """Set specialist-ranker@champion when the version passes the gates."""
     from training.ranker_job import promote
 
-    try:
-        promoted, _, message = promote(version, force=force, tracking_uri=tracking_uri)
-    except (ValueError, LookupError) as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(message)
-    raise typer.Exit(0 if promoted else 1)
+    _promote(promote, version, force, tracking_uri)
 
 
 @app.command()
@@ -278,37 +283,26 @@ def recommend(
     """Rank specialists for one referral of a dataset, as of its snapshot, with reasons."""
     import tempfile
 
-    from training.ranker_job import format_matches, load_ranker, recommend_for_referral
+    from training.ranker_job import load_ranker, recommend_for_referral
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ranker = load_ranker(model, tracking_uri, Path(tmp))
-        about, result = recommend_for_referral(data, referral_id, ranker, k, allow_out_of_network)
+        about, text = recommend_for_referral(data, referral_id, ranker, k, allow_out_of_network)
     except (ValueError, LookupError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(about)
-    typer.echo(format_matches(result))
+    typer.echo(text)
 
 
 @promote_app.command("no-show")
 def promote_no_show_cmd(
-    version: Annotated[
-        str | None, typer.Option("--version", help="Version to promote (default: latest).")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Promote even if a gate fails (recorded).")
-    ] = False,
-    tracking_uri: TrackingOpt = None,
+    version: VersionOpt = None, force: ForceOpt = False, tracking_uri: TrackingOpt = None
 ) -> None:
     """Set @champion when the version passes the gates; say which gate failed and by how much."""
     from training.no_show_job import promote
 
-    try:
-        promoted, _, message = promote(version, force=force, tracking_uri=tracking_uri)
-    except (ValueError, LookupError) as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(message)
-    raise typer.Exit(0 if promoted else 1)
+    _promote(promote, version, force, tracking_uri)
 
 
 @score_app.command("no-show")

@@ -15,7 +15,7 @@ import pandas as pd
 from features.no_show import FLAT_OPTIONAL, FLAT_REQUIRED, history_events
 from features.predictor import NoShowPredictor
 from training.no_show import LGB_PARAMS, NoShowData, NoShowTraining, load_world, train_no_show
-from training.promotion import GateResult, no_show_gates, subgroup_columns, summarize
+from training.promotion import GateResult, no_show_gates, promote_version, subgroup_columns
 
 MODEL_NAME = "no-show"
 EXPERIMENT = "no-show"
@@ -222,60 +222,30 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
+def _gates(evaluation: Path, candidate: Path, champion: Path | None) -> list[GateResult]:
+    rows = pd.read_parquet(evaluation / "test_rows.parquet")
+    events = pd.read_parquet(evaluation / "events.parquet")
+    champ_risk = NoShowPredictor.load(champion).predict(rows, events) if champion else None
+    return no_show_gates(
+        rows["label"].to_numpy(),
+        NoShowPredictor.load(candidate).predict(rows, events),
+        champ_risk,
+        subgroup_columns(rows),
+    )
+
+
 def promote(
     version: str | None, *, force: bool, tracking_uri: str | None
 ) -> tuple[bool, list[GateResult], str]:
     """Move @champion to `version` (default: the latest) if it passes the gates, or when forced."""
-    from training import registry
-
-    registry.configure(tracking_uri)
-    candidate = (
-        registry.version(MODEL_NAME, version) if version else registry.latest_version(MODEL_NAME)
+    return promote_version(
+        MODEL_NAME,
+        version,
+        force=force,
+        tracking_uri=tracking_uri,
+        evaluation_dir=EVALUATION_DIR,
+        gates=_gates,
     )
-    if candidate is None:
-        raise LookupError(f"no registered versions of '{MODEL_NAME}': train one first")
-    current = registry.champion(MODEL_NAME)
-    if current is not None and str(current.version) == str(candidate.version):
-        return True, [], f"version {candidate.version} is already the champion"
-    if not candidate.run_id:
-        raise LookupError(
-            f"{MODEL_NAME} v{candidate.version} has no training run to evaluate it with"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        evaluation = registry.run_artifact_dir(candidate.run_id, EVALUATION_DIR, Path(tmp) / "eval")
-        rows = pd.read_parquet(evaluation / "test_rows.parquet")
-        events = pd.read_parquet(evaluation / "events.parquet")
-        cand_model = NoShowPredictor.load(
-            registry.download_bundle(MODEL_NAME, str(candidate.version), dst=Path(tmp) / "cand")
-        )
-        champ_risk = None
-        if current is not None:
-            champ_model = NoShowPredictor.load(
-                registry.download_bundle(MODEL_NAME, str(current.version), dst=Path(tmp) / "champ")
-            )
-            champ_risk = champ_model.predict(rows, events)
-        results = no_show_gates(
-            rows["label"].to_numpy(),
-            cand_model.predict(rows, events),
-            champ_risk,
-            subgroup_columns(rows),
-        )
-    passed = all(r.passed for r in results)
-    if passed or force:
-        registry.set_champion(
-            MODEL_NAME,
-            str(candidate.version),
-            forced=not passed,
-            gates=[r.to_dict() for r in results],
-        )
-    verb = (
-        "promoted"
-        if passed
-        else ("promoted by --force despite failed gates" if force else "refused")
-    )
-    against = f"champion v{current.version}" if current is not None else "no current champion"
-    message = f"{MODEL_NAME} v{candidate.version} vs {against}: {verb}\n{summarize(results)}"
-    return passed or force, results, message
 
 
 def load_predictor(model: str | None, tracking_uri: str | None, workdir: Path) -> NoShowPredictor:

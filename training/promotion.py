@@ -17,7 +17,10 @@ utility on synthetic data ("oracle") and against the logged outcome grades other
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -196,3 +199,51 @@ def ranker_gates(
             )
         )
     return results
+
+
+# gates(evaluation folder of the candidate's run, candidate bundle, champion bundle or None)
+GateFunction = Callable[[Path, Path, Path | None], list[GateResult]]
+
+
+def promote_version(
+    name: str,
+    version: str | None,
+    *,
+    force: bool,
+    tracking_uri: str | None,
+    evaluation_dir: str,
+    gates: GateFunction,
+) -> tuple[bool, list[GateResult], str]:
+    """Move `name`@champion to `version` (default: the latest) if it passes `gates`, or when
+    forced; the gates see the candidate run's evaluation artifacts and both bundles."""
+    from training import registry
+
+    registry.configure(tracking_uri)
+    candidate = registry.version(name, version) if version else registry.latest_version(name)
+    if candidate is None:
+        raise LookupError(f"no registered versions of '{name}': train one first")
+    current = registry.champion(name)
+    if current is not None and str(current.version) == str(candidate.version):
+        return True, [], f"version {candidate.version} is already the champion"
+    if not candidate.run_id:
+        raise LookupError(f"{name} v{candidate.version} has no training run to evaluate it with")
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluation = registry.run_artifact_dir(candidate.run_id, evaluation_dir, Path(tmp) / "eval")
+        cand = registry.download_bundle(name, str(candidate.version), dst=Path(tmp) / "cand")
+        champ = None
+        if current is not None:
+            champ = registry.download_bundle(name, str(current.version), dst=Path(tmp) / "champ")
+        results = gates(evaluation, cand, champ)
+    passed = all(r.passed for r in results)
+    if passed or force:
+        registry.set_champion(
+            name, str(candidate.version), forced=not passed, gates=[r.to_dict() for r in results]
+        )
+    verb = (
+        "promoted"
+        if passed
+        else ("promoted by --force despite failed gates" if force else "refused")
+    )
+    against = f"champion v{current.version}" if current is not None else "no current champion"
+    message = f"{name} v{candidate.version} vs {against}: {verb}\n{summarize(results)}"
+    return passed or force, results, message

@@ -16,7 +16,7 @@ import pandas as pd
 from features.matcher import Matcher, MatchRequest, MatchResult, SpecialistRanker
 from features.ranking import PAIR_FEATURES
 from training.no_show_job import _flat_metrics, _json_default
-from training.promotion import GateResult, ranker_gates, summarize
+from training.promotion import GateResult, promote_version, ranker_gates
 from training.ranker import (
     BASELINES,
     CANDIDATES,
@@ -219,53 +219,24 @@ def gate_results(
     )
 
 
+def _gates(evaluation: Path, candidate: Path, champion: Path | None) -> list[GateResult]:
+    rows = pd.read_parquet(evaluation / "test_rows.parquet")
+    champ = SpecialistRanker.load(champion) if champion else None
+    return gate_results(rows, SpecialistRanker.load(candidate), champ)
+
+
 def promote(
     version: str | None, *, force: bool, tracking_uri: str | None
 ) -> tuple[bool, list[GateResult], str]:
     """Move @champion to `version` (default: the latest) if it passes the gates, or when forced."""
-    from training import registry
-
-    registry.configure(tracking_uri)
-    candidate = (
-        registry.version(MODEL_NAME, version) if version else registry.latest_version(MODEL_NAME)
+    return promote_version(
+        MODEL_NAME,
+        version,
+        force=force,
+        tracking_uri=tracking_uri,
+        evaluation_dir=EVALUATION_DIR,
+        gates=_gates,
     )
-    if candidate is None:
-        raise LookupError(f"no registered versions of '{MODEL_NAME}': train one first")
-    current = registry.champion(MODEL_NAME)
-    if current is not None and str(current.version) == str(candidate.version):
-        return True, [], f"version {candidate.version} is already the champion"
-    if not candidate.run_id:
-        raise LookupError(
-            f"{MODEL_NAME} v{candidate.version} has no training run to evaluate it with"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        evaluation = registry.run_artifact_dir(candidate.run_id, EVALUATION_DIR, Path(tmp) / "eval")
-        rows = pd.read_parquet(evaluation / "test_rows.parquet")
-        cand_model = SpecialistRanker.load(
-            registry.download_bundle(MODEL_NAME, str(candidate.version), dst=Path(tmp) / "cand")
-        )
-        champ_model = None
-        if current is not None:
-            champ_model = SpecialistRanker.load(
-                registry.download_bundle(MODEL_NAME, str(current.version), dst=Path(tmp) / "champ")
-            )
-        results = gate_results(rows, cand_model, champ_model)
-    passed = all(r.passed for r in results)
-    if passed or force:
-        registry.set_champion(
-            MODEL_NAME,
-            str(candidate.version),
-            forced=not passed,
-            gates=[r.to_dict() for r in results],
-        )
-    verb = (
-        "promoted"
-        if passed
-        else ("promoted by --force despite failed gates" if force else "refused")
-    )
-    against = f"champion v{current.version}" if current is not None else "no current champion"
-    message = f"{MODEL_NAME} v{candidate.version} vs {against}: {verb}\n{summarize(results)}"
-    return passed or force, results, message
 
 
 def load_ranker(model: str | None, tracking_uri: str | None, workdir: Path) -> SpecialistRanker:
@@ -318,8 +289,8 @@ def snapshot_time(data_dir: Path) -> pd.Timestamp | None:
     return pd.Timestamp(as_of) if as_of else None
 
 
-def format_matches(result: MatchResult) -> str:
-    """The top k as a coordinator reads them (specialist id, score, reasons)."""
+def format_matches(result: MatchResult, names: dict[str, str] | None = None) -> str:
+    """The top k as a coordinator reads them (specialist, score, reasons)."""
     if not result.matches:
         return f"no candidates: {result.empty_reason}"
     lines = [
@@ -328,7 +299,8 @@ def format_matches(result: MatchResult) -> str:
     ]
     for m in result.matches:
         flag = " [out of network]" if m.out_of_network else ""
-        lines.append(f"{m.rank}. {m.specialist_id}{flag}  score {m.score:.3f}")
+        who = f"{names[m.specialist_id]} ({m.specialist_id})" if names else m.specialist_id
+        lines.append(f"{m.rank}. {who}{flag}  score {m.score:.3f}")
         lines.extend(f"     - {text}" for text in m.reasons)
     return "\n".join(lines)
 
@@ -353,9 +325,9 @@ def tables_for_matching(data_dir: Path) -> dict[str, pd.DataFrame]:
 
 def recommend_for_referral(
     data_dir: Path, referral_id: str | None, ranker: SpecialistRanker, k: int, allow_oon: bool
-) -> tuple[str, MatchResult]:
+) -> tuple[str, str]:
     """Rank specialists for one referral of a dataset, as of the dataset's snapshot time.
-    Returns a one-line description of the referral (no patient details) and the result."""
+    Returns a one-line description of the referral (no patient details) and the ranked list."""
     from features.codes import reasons, specialties
 
     tables = tables_for_matching(data_dir)
@@ -372,4 +344,20 @@ def recommend_for_referral(
         f"referral {referral_id}: {spec.name if spec else req.specialty} for "
         f"{reason.label if reason else req.reason_code} ({req.reason_code}), {req.urgency}"
     )
-    return about, matcher.recommend(req, k=k)
+    result = matcher.recommend(req, k=k)
+    return about, format_matches(result, specialist_names(tables, result))
+
+
+def specialist_names(tables: dict[str, pd.DataFrame], result: MatchResult) -> dict[str, str]:
+    """'Dr First Last, Specialty name' for the matched specialists (providers, not patients)."""
+    from features.codes import specialties
+
+    sp = tables["specialists"].set_index("specialist_id")
+    out = {}
+    for m in result.matches:
+        row = sp.loc[m.specialist_id]
+        spec = specialties().get(str(row["specialty"]))
+        out[m.specialist_id] = (
+            f"Dr {row['first_name']} {row['last_name']}, {spec.name if spec else row['specialty']}"
+        )
+    return out

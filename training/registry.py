@@ -129,10 +129,15 @@ class _DropMessages(logging.Filter):
 
 
 # Logger -> messages dropped. CloudPickle: BundleModel is a class of this package, pickled by
-# reference. pip: uv-made environments have no pip, so MLflow cannot pin its version.
+# reference. pip: uv-made environments have no pip, so MLflow cannot pin its version. uv: the
+# project's private uv is not on PATH, so MLflow infers requirements from imports instead.
 _NOISE: Final = {
     "mlflow.pyfunc": ("Passing a Python object as `python_model`",),
-    "mlflow.utils.environment": ("Failed to resolve installed pip version",),
+    "mlflow.utils.environment": (
+        "Failed to resolve installed pip version",
+        "uv export failed",
+    ),
+    "mlflow.utils.uv_utils": ("uv is not available",),
 }
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.metrics import expected_calibration_error, recall_at_daily_capacity, subgroup_table
-from training.promotion import no_show_gates
+from training.promotion import no_show_gates, ranker_gates
 
 pytestmark = pytest.mark.unit
 
@@ -62,3 +62,38 @@ def test_subgroup_table_reports_each_level() -> None:
     assert set(table["level"]) == {"high", "low"}
     assert table["n"].sum() == len(y)
     assert table["observed_over_predicted"].between(0.9, 1.1).all()
+
+
+def _ranking(mean: float, lo: float, hi: float) -> dict[str, dict[str, object]]:
+    return {"oracle.ndcg@5": {"mean": mean, "ci95": [lo, hi]}}
+
+
+def test_ranker_gates_need_an_interval_above_every_baseline() -> None:
+    # Given a candidate whose interval touches the best baseline's
+    baselines = {"nearest": _ranking(0.70, 0.69, 0.71), "weighted_rule": _ranking(0.94, 0.93, 0.95)}
+    by_urgency = {"routine": (500, 0.95, 0.94), "stat": (20, 0.5, 0.9)}
+    touching = ranker_gates(
+        "oracle.ndcg@5", _ranking(0.955, 0.945, 0.96), baselines, None, by_urgency
+    )
+    clear = ranker_gates("oracle.ndcg@5", _ranking(0.96, 0.955, 0.965), baselines, None, by_urgency)
+    # Then only the clear winner passes beats_baselines, naming the best baseline
+    verdict = {r.name: r for r in touching}
+    assert (
+        not verdict["beats_baselines"].passed
+        and "weighted_rule" in verdict["beats_baselines"].detail
+    )
+    assert all(r.passed for r in clear)  # the small 'stat' group (20 < 100 referrals) is not judged
+
+
+def test_ranker_gates_refuse_a_worse_champion_or_urgency_group() -> None:
+    baselines = {"weighted_rule": _ranking(0.90, 0.89, 0.91)}
+    candidate = _ranking(0.95, 0.945, 0.955)
+    worse_than_champion = ranker_gates(
+        "oracle.ndcg@5", candidate, baselines, _ranking(0.96, 0.955, 0.965), {}
+    )
+    urgent_worse = ranker_gates(
+        "oracle.ndcg@5", candidate, baselines, None, {"urgent": (300, 0.90, 0.93)}
+    )
+    assert [r.name for r in worse_than_champion if not r.passed] == ["vs_champion"]
+    failed = [r for r in urgent_worse if not r.passed]
+    assert [r.name for r in failed] == ["urgency"] and "'urgent'" in failed[0].detail
