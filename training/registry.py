@@ -431,7 +431,7 @@ def resolve_bundle(
     model: str | None, default_name: str, tracking_uri: str | None, workdir: Path
 ) -> Path:
     """A bundle directory for `model`: a local directory, 'models:/NAME@alias',
-    'models:/NAME/VERSION', 'NAME', or (None) `default_name@champion`."""
+    'models:/NAME/VERSION' (VERSION may be 'latest'), 'NAME', or (None) `default_name@champion`."""
     if model and Path(model).is_dir():
         return Path(model)
     configure(tracking_uri)
@@ -444,4 +444,9 @@ def resolve_bundle(
         name, version = ref.split("/", 1)
     else:
         name = ref
+    if version == "latest":
+        newest = latest_version(name)
+        if newest is None:
+            raise LookupError(f"no registered versions of '{name}': train one first")
+        version = str(newest.version)
     return download_bundle(name, version, alias=alias, dst=workdir)
