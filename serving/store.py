@@ -1,0 +1,673 @@
+"""The service's database: directory, calendars, history, upcoming visits, API keys and audit.
+
+SQLAlchemy 2 with typed declarative models. A SQLite file by default (``sqlite:///referral.db``,
+embedded, zero set-up), PostgreSQL by URL (``postgresql+psycopg://user@host/db``). The schema
+uses only portable types (String, Integer, Double, Boolean, naive DateTime, JSON) and no
+dialect-specific SQL, so the same code runs on both.
+
+The data-contract tables mirror ``features.contract.TABLES`` column for column, except that
+``patients`` never stores the audit-only ``race_ethnicity`` (it is not even read from the files).
+Contract timestamps are naive clinic-local wall-clock times, as in the files; the service's own
+timestamps (audit, contacts, keys) are naive UTC.
+
+No foreign keys between the contract tables: availability and appointments refer to each other
+(a circular pair), bulk loads would have to be ordered, and referential integrity is what
+``referral-ml validate`` checks before a dataset is loaded.
+
+Nothing here logs patient identifiers or attributes; audit rows hold HMAC-SHA256 hashes of
+patient and referral ids (``hash_id``), salted per database (or by ``REFERRAL_ML_AUDIT_SALT``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Double,
+    Engine,
+    Index,
+    Integer,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from features.contract import AUDIT_ONLY_COLUMNS
+from features.geo import haversine_km
+from serving.schemas import ContactChannel, ContactOutcome
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL: Final = "sqlite:///referral.db"
+SALT_ENV: Final = "REFERRAL_ML_AUDIT_SALT"
+CHUNK_ROWS: Final = 20_000  # rows per executemany batch while loading
+
+
+def utcnow() -> datetime:
+    """The current time as naive UTC (how the service's own timestamps are stored)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def hash_id(value: str, salt: str) -> str:
+    """HMAC-SHA256 of an identifier keyed by `salt`, as 64 hex characters (for the audit trail)."""
+    return hmac.new(salt.encode("utf-8"), str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table of the service database."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Data-contract tables (loaded from a dataset folder).
+# ---------------------------------------------------------------------------------------------
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    organization_id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    system_id: Mapped[str | None] = mapped_column(String)
+    metro: Mapped[str] = mapped_column(String)
+    address_line: Mapped[str] = mapped_column(String)
+    city: Mapped[str] = mapped_column(String)
+    state: Mapped[str] = mapped_column(String)
+    postal_code: Mapped[str] = mapped_column(String)
+    latitude: Mapped[float] = mapped_column(Double)
+    longitude: Mapped[float] = mapped_column(Double)
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+
+    insurance_plan_id: Mapped[str] = mapped_column(String, primary_key=True)
+    plan_name: Mapped[str] = mapped_column(String)
+    payer_type: Mapped[str] = mapped_column(String)
+    plan_type: Mapped[str] = mapped_column(String)
+    network_ids: Mapped[str] = mapped_column(String)  # '|'-joined; '' = open network
+    out_of_network_coverage: Mapped[bool] = mapped_column(Boolean)
+
+
+class Patient(Base):
+    """What recommendations and risk need; never race/ethnicity (audit-only, kept out)."""
+
+    __tablename__ = "patients"
+
+    patient_id: Mapped[str] = mapped_column(String, primary_key=True)
+    birth_year: Mapped[int] = mapped_column(Integer)
+    sex: Mapped[str] = mapped_column(String)
+    preferred_language: Mapped[str] = mapped_column(String)
+    latitude: Mapped[float] = mapped_column(Double)
+    longitude: Mapped[float] = mapped_column(Double)
+    insurance_plan_id: Mapped[str] = mapped_column(String)  # payer_type comes from plans
+
+
+class ReferringProvider(Base):
+    __tablename__ = "referring_providers"
+
+    provider_id: Mapped[str] = mapped_column(String, primary_key=True)
+    first_name: Mapped[str] = mapped_column(String)
+    last_name: Mapped[str] = mapped_column(String)
+    organization_id: Mapped[str] = mapped_column(String)
+
+
+class Specialist(Base):
+    __tablename__ = "specialists"
+    __table_args__ = (Index("ix_specialists_specialty", "specialty"),)
+
+    specialist_id: Mapped[str] = mapped_column(String, primary_key=True)
+    first_name: Mapped[str] = mapped_column(String)
+    last_name: Mapped[str] = mapped_column(String)
+    sex: Mapped[str] = mapped_column(String)
+    languages: Mapped[str] = mapped_column(String)
+    specialty: Mapped[str] = mapped_column(String)
+    focus_codes: Mapped[str] = mapped_column(String)
+    organization_id: Mapped[str] = mapped_column(String, index=True)
+    network_ids: Mapped[str] = mapped_column(String)
+    accepted_plan_ids: Mapped[str] = mapped_column(String)
+    latitude: Mapped[float] = mapped_column(Double)
+    longitude: Mapped[float] = mapped_column(Double)
+    accepting_new_patients: Mapped[bool] = mapped_column(Boolean)
+    weekly_capacity: Mapped[int] = mapped_column(Integer)
+    rating: Mapped[float | None] = mapped_column(Double)
+    review_count: Mapped[int] = mapped_column(Integer)
+
+
+class Slot(Base):
+    __tablename__ = "availability"
+    __table_args__ = (Index("ix_availability_specialist_start", "specialist_id", "start"),)
+
+    slot_id: Mapped[str] = mapped_column(String, primary_key=True)
+    specialist_id: Mapped[str] = mapped_column(String)
+    start: Mapped[datetime] = mapped_column(DateTime)
+    end: Mapped[datetime] = mapped_column(DateTime)
+    slot_type: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    booked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    appointment_id: Mapped[str | None] = mapped_column(String)
+
+
+class Referral(Base):
+    __tablename__ = "referrals"
+
+    referral_id: Mapped[str] = mapped_column(String, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    patient_id: Mapped[str] = mapped_column(String, index=True)
+    referring_provider_id: Mapped[str | None] = mapped_column(String)
+    specialty: Mapped[str] = mapped_column(String)
+    reason_code: Mapped[str] = mapped_column(String)
+    urgency: Mapped[str] = mapped_column(String)
+    referral_type: Mapped[str] = mapped_column(String)
+    specialist_id: Mapped[str | None] = mapped_column(String, index=True)
+    status: Mapped[str] = mapped_column(String)
+    status_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Appointment(Base):
+    __tablename__ = "appointments"
+
+    appointment_id: Mapped[str] = mapped_column(String, primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String, index=True)
+    patient_id: Mapped[str] = mapped_column(String, index=True)
+    specialist_id: Mapped[str] = mapped_column(String, index=True)
+    slot_id: Mapped[str] = mapped_column(String)
+    visit_kind: Mapped[str] = mapped_column(String)
+    booked_at: Mapped[datetime] = mapped_column(DateTime)
+    appointment_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    text_reminder: Mapped[bool] = mapped_column(Boolean)
+    outreach_call: Mapped[bool] = mapped_column(Boolean)
+    outcome: Mapped[str | None] = mapped_column(String)
+    outcome_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+# ---------------------------------------------------------------------------------------------
+# The service's own tables.
+# ---------------------------------------------------------------------------------------------
+
+
+class Contact(Base):
+    """Outreach contact log: one row per attempt, by appointment (no patient data)."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    appointment_id: Mapped[str] = mapped_column(String, index=True)
+    contacted_at: Mapped[datetime] = mapped_column(DateTime)  # naive UTC
+    channel: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class Audit(Base):
+    """One row per request: who, what, hashed ids, model versions, status."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_key_at", "key_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)  # naive UTC
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    role: Mapped[str | None] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    patient_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    referral_hash: Mapped[str | None] = mapped_column(String(64))
+    model_versions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[int] = mapped_column(Integer)
+
+
+class ApiKey(Base):
+    """API keys: only a salted slow hash of the secret is stored (see serving.keys)."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime)  # naive UTC
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Setting(Base):
+    """Small per-database settings (the audit salt when none comes from the environment)."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+# Contract tables the store holds, in load order, with their models.
+DATA_MODELS: Final[dict[str, type[Base]]] = {
+    "organizations": Organization,
+    "plans": Plan,
+    "patients": Patient,
+    "referring_providers": ReferringProvider,
+    "specialists": Specialist,
+    "availability": Slot,
+    "referrals": Referral,
+    "appointments": Appointment,
+}
+SERVICE_MODELS: Final[dict[str, type[Base]]] = {
+    "contacts": Contact,
+    "audit": Audit,
+    "api_keys": ApiKey,
+}
+
+# The flat per-appointment columns of features.no_show.flatten_world, without race/ethnicity.
+UPCOMING_COLUMNS: Final = (
+    "appointment_id",
+    "booked_at",
+    "appointment_at",
+    "patient_id",
+    "age",
+    "sex",
+    "language",
+    "payer_type",
+    "distance_km",
+    "specialty",
+    "specialist_id",
+    "organization_id",
+    "urgency",
+    "referral_type",
+    "visit_kind",
+    "text_reminder",
+    "outreach_call",
+    "outcome",
+    "outcome_at",
+)
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def _columns(name: str) -> list[str]:
+    return [c.name for c in _table(DATA_MODELS[name]).columns]
+
+
+def _kind(column: Any) -> str:
+    """'datetime', 'bool', 'int', 'float' or 'str' for a column's SQLAlchemy type."""
+    t = column.type
+    if isinstance(t, DateTime):
+        return "datetime"
+    if isinstance(t, Boolean):
+        return "bool"
+    if isinstance(t, Integer):
+        return "int"
+    if isinstance(t, Double):
+        return "float"
+    return "str"
+
+
+def _python_values(series: pd.Series, kind: str) -> list[Any]:
+    """A column as Python values for the DB driver, nulls as None."""
+    missing = series.isna().to_numpy()
+    if kind == "datetime":
+        values = pd.to_datetime(series).dt.to_pydatetime()
+        out = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    elif kind == "bool":
+        out = [bool(v) for v in series.to_numpy(dtype=object)]
+    elif kind == "int":
+        out = series.to_numpy(dtype=object).tolist()
+        out = [int(v) if v is not None and not pd.isna(v) else None for v in out]
+    elif kind == "float":
+        out = series.to_numpy(dtype=float, na_value=np.nan).tolist()
+    else:
+        out = series.astype(object).tolist()
+    if missing.any():
+        for i in np.flatnonzero(missing):
+            out[i] = None
+    return out
+
+
+def _frame(rows: Sequence[Any], columns: Sequence[Any]) -> pd.DataFrame:
+    """Result rows as a DataFrame with the parquet files' dtypes (str, bool, int64, float64,
+    datetime64[us]); nulls as NaN/NaT."""
+    names = [c.name for c in columns]
+    by_column = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    data: dict[str, pd.Series] = {}
+    for col, cells in zip(columns, by_column, strict=True):
+        values = pd.Series(cells, dtype=object)
+        kind = _kind(col)
+        if kind == "datetime":
+            data[col.name] = pd.to_datetime(values, format="ISO8601").astype("datetime64[us]")
+        elif kind == "bool":
+            data[col.name] = values.astype(bool)
+        elif kind == "int":
+            data[col.name] = values.astype("int64")
+        elif kind == "float":
+            data[col.name] = pd.to_numeric(values).astype("float64")
+        else:
+            data[col.name] = values.astype("str")
+    return pd.DataFrame(data, columns=names)
+
+
+class Store:
+    """The service database behind one SQLAlchemy engine."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, audit_salt: str | None = None, **engine_kw: Any):
+        """`url`: SQLAlchemy URL (default: the SQLite file referral.db in the working directory).
+        `audit_salt`: key of the audit hashes (default: $REFERRAL_ML_AUDIT_SALT, else a random
+        salt created once per database and kept in its settings table)."""
+        self.url = url
+        self.engine: Engine = create_engine(url, **engine_kw)
+        self._audit_salt = audit_salt or os.environ.get(SALT_ENV) or None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def create(self) -> None:
+        """Create the tables and indexes that do not exist yet."""
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        """Close the engine's pooled connections."""
+        self.engine.dispose()
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def load_dataset(self, directory: Path, replace: bool = True) -> dict[str, int]:
+        """Load a dataset folder's Parquet files (as written by `referral-ml generate`) in one
+        transaction; returns rows loaded per table. `replace` empties the contract tables first
+        (the service tables: contacts, audit, keys are kept); without it rows are appended and a
+        duplicate key raises. `referring_providers.parquet` is optional; the others are required.
+        Run `referral-ml validate` first: types are converted here, values are not checked."""
+        directory = Path(directory)
+        frames: dict[str, pd.DataFrame] = {}
+        for name in DATA_MODELS:
+            path = directory / f"{name}.parquet"
+            if not path.exists():
+                if name == "referring_providers":
+                    continue
+                raise FileNotFoundError(f"{path} is missing")
+            wanted = [c for c in _columns(name) if c not in AUDIT_ONLY_COLUMNS]
+            present = _parquet_columns(path)
+            missing = [c for c in wanted if c not in present]
+            if missing:
+                raise ValueError(f"{path.name}: missing columns {missing}")
+            frames[name] = pd.read_parquet(path, columns=wanted)  # race/ethnicity never read
+        t0 = time.perf_counter()
+        counts: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            if replace:
+                for name in reversed(DATA_MODELS):
+                    conn.execute(delete(_table(DATA_MODELS[name])))
+            for name, df in frames.items():
+                table = _table(DATA_MODELS[name])
+                cols = list(table.columns)
+                values = [_python_values(df[c.name], _kind(c)) for c in cols]
+                names = [c.name for c in cols]
+                for lo in range(0, len(df), CHUNK_ROWS):
+                    batch = [
+                        dict(zip(names, row, strict=True))
+                        for row in zip(*(v[lo : lo + CHUNK_ROWS] for v in values), strict=True)
+                    ]
+                    conn.execute(insert(table), batch)
+                counts[name] = len(df)
+        log.info(
+            "loaded %s rows into %s tables in %.1f s",
+            sum(counts.values()),
+            len(counts),
+            time.perf_counter() - t0,
+        )
+        return counts
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def read_tables(self, names: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
+        """Contract tables as DataFrames with the Parquet files' column names and dtypes
+        (strings, bools, int64, float64, naive datetime64), ordered by primary key.
+        `patients` has no race_ethnicity column."""
+        wanted = list(DATA_MODELS) if names is None else list(names)
+        unknown = [n for n in wanted if n not in DATA_MODELS]
+        if unknown:
+            raise KeyError(f"not a stored contract table: {unknown}")
+        out: dict[str, pd.DataFrame] = {}
+        with self.engine.connect() as conn:
+            for name in wanted:
+                table = _table(DATA_MODELS[name])
+                cols = list(table.columns)
+                rows = conn.execute(select(*cols).order_by(*table.primary_key.columns)).all()
+                out[name] = _frame(rows, cols)
+        return out
+
+    def upcoming_appointments(
+        self,
+        start: datetime | pd.Timestamp,
+        end: datetime | pd.Timestamp,
+        specialty: str | None = None,
+        organization_id: str | None = None,
+    ) -> pd.DataFrame:
+        """Appointments without an outcome with start <= appointment_at < end, optionally of one
+        specialty and/or organization, as the flat no-show rows (UPCOMING_COLUMNS, the columns
+        of features.no_show.flatten_world without race/ethnicity), ordered by time."""
+        ap, pt, sp, rf, pl = (_table(m) for m in (Appointment, Patient, Specialist, Referral, Plan))
+        query = (
+            select(
+                ap.c.appointment_id,
+                ap.c.booked_at,
+                ap.c.appointment_at,
+                ap.c.patient_id,
+                pt.c.birth_year,
+                pt.c.sex,
+                pt.c.preferred_language.label("language"),
+                pl.c.payer_type,
+                pt.c.latitude.label("patient_latitude"),
+                pt.c.longitude.label("patient_longitude"),
+                sp.c.latitude.label("specialist_latitude"),
+                sp.c.longitude.label("specialist_longitude"),
+                sp.c.specialty,
+                ap.c.specialist_id,
+                sp.c.organization_id,
+                rf.c.urgency,
+                rf.c.referral_type,
+                ap.c.visit_kind,
+                ap.c.text_reminder,
+                ap.c.outreach_call,
+                ap.c.outcome,
+                ap.c.outcome_at,
+            )
+            .select_from(ap)
+            .outerjoin(pt, pt.c.patient_id == ap.c.patient_id)
+            .outerjoin(pl, pl.c.insurance_plan_id == pt.c.insurance_plan_id)
+            .outerjoin(sp, sp.c.specialist_id == ap.c.specialist_id)
+            .outerjoin(rf, rf.c.referral_id == ap.c.referral_id)
+            .where(ap.c.appointment_at >= _naive(start), ap.c.appointment_at < _naive(end))
+            .where(ap.c.outcome.is_(None))
+            .order_by(ap.c.appointment_at, ap.c.appointment_id)
+        )
+        if specialty is not None:
+            query = query.where(sp.c.specialty == specialty)
+        if organization_id is not None:
+            query = query.where(sp.c.organization_id == organization_id)
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            rows = result.all()
+        cols = list(query.selected_columns)
+        df = _frame(rows, cols)
+        if df["birth_year"].dtype != "int64":  # a patient missing from the table
+            df["birth_year"] = pd.to_numeric(df["birth_year"], errors="coerce")
+        df["age"] = df["appointment_at"].dt.year.to_numpy() - df["birth_year"].to_numpy(dtype=float)
+        df["distance_km"] = haversine_km(
+            df["patient_latitude"].to_numpy(dtype=float),
+            df["patient_longitude"].to_numpy(dtype=float),
+            df["specialist_latitude"].to_numpy(dtype=float),
+            df["specialist_longitude"].to_numpy(dtype=float),
+        )
+        return df[list(UPCOMING_COLUMNS)]
+
+    def outcome_events(self, patient_ids: Iterable[str]) -> pd.DataFrame:
+        """Recorded outcomes of these patients' appointments (patient_id, specialist_id,
+        organization_id, outcome, outcome_at): the history for no-show features."""
+        ids = sorted({str(p) for p in patient_ids})
+        ap, sp = _table(Appointment), _table(Specialist)
+        cols = [
+            ap.c.patient_id,
+            ap.c.specialist_id,
+            sp.c.organization_id,
+            ap.c.outcome,
+            ap.c.outcome_at,
+        ]
+        rows: list[Any] = []
+        with self.engine.connect() as conn:
+            for lo in range(0, len(ids), 500):  # bounded IN lists
+                query = (
+                    select(*cols)
+                    .select_from(ap)
+                    .outerjoin(sp, sp.c.specialist_id == ap.c.specialist_id)
+                    .where(ap.c.patient_id.in_(ids[lo : lo + 500]))
+                    .where(ap.c.outcome.is_not(None), ap.c.outcome_at.is_not(None))
+                    .order_by(ap.c.patient_id, ap.c.outcome_at)
+                )
+                rows.extend(conn.execute(query).all())
+        return _frame(rows, cols)
+
+    # -- service tables -------------------------------------------------------------------------
+
+    def record_contact(
+        self,
+        appointment_id: str,
+        channel: ContactChannel | str,
+        outcome: ContactOutcome | str,
+        key_id: str | None = None,
+        contacted_at: datetime | None = None,
+    ) -> int:
+        """Log one outreach attempt for a stored appointment; returns the contact's id.
+        Raises KeyError for an unknown appointment and ValueError for an unknown channel or
+        outcome (neither message echoes the submitted value)."""
+        try:
+            channel = ContactChannel(channel)
+        except ValueError:
+            raise ValueError(
+                f"channel must be one of {', '.join(c.value for c in ContactChannel)}"
+            ) from None
+        try:
+            outcome = ContactOutcome(outcome)
+        except ValueError:
+            raise ValueError(
+                f"outcome must be one of {', '.join(o.value for o in ContactOutcome)}"
+            ) from None
+        with Session(self.engine) as session, session.begin():
+            if session.get(Appointment, appointment_id) is None:
+                raise KeyError("unknown appointment_id")
+            contact = Contact(
+                appointment_id=appointment_id,
+                contacted_at=_naive(contacted_at) if contacted_at else utcnow(),
+                channel=channel.value,
+                outcome=outcome.value,
+                key_id=key_id,
+            )
+            session.add(contact)
+            session.flush()
+            return contact.id
+
+    def contacts(self, appointment_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """The contact log (all of it, or for these appointments), oldest first."""
+        table = _table(Contact)
+        cols = list(table.columns)
+        query = select(*cols).order_by(table.c.contacted_at, table.c.id)
+        if appointment_ids is not None:
+            query = query.where(table.c.appointment_id.in_(list(appointment_ids)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return _frame(rows, cols)
+
+    @property
+    def audit_salt(self) -> str:
+        """The key of the audit hashes: given, from the environment, or this database's own."""
+        if self._audit_salt is None:
+            with Session(self.engine) as session, session.begin():
+                row = session.get(Setting, "audit_salt")
+                if row is None:
+                    row = Setting(name="audit_salt", value=secrets.token_hex(32))
+                    session.add(row)
+                self._audit_salt = row.value
+        return self._audit_salt
+
+    def write_audit(
+        self,
+        *,
+        request_id: str,
+        endpoint: str,
+        status: int,
+        key_id: str | None = None,
+        role: str | None = None,
+        patient_id: str | None = None,
+        referral_id: str | None = None,
+        model_versions: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> int:
+        """Append one audit row; patient and referral ids are stored only as hash_id hashes.
+        Returns the row id."""
+        salt = self.audit_salt
+        row = Audit(
+            at=_naive(at) if at else utcnow(),
+            request_id=request_id,
+            key_id=key_id,
+            role=str(role) if role is not None else None,
+            endpoint=endpoint,
+            patient_hash=hash_id(patient_id, salt) if patient_id else None,
+            referral_hash=hash_id(referral_id, salt) if referral_id else None,
+            model_versions=model_versions,
+            status=int(status),
+        )
+        with Session(self.engine) as session, session.begin():
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (contract and service tables)."""
+        out: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for name, model in {**DATA_MODELS, **SERVICE_MODELS}.items():
+                out[name] = int(
+                    conn.execute(select(func.count()).select_from(_table(model))).scalar_one()
+                )
+        return out
+
+
+def _naive(value: datetime | pd.Timestamp) -> datetime:
+    """A naive datetime (an aware one is converted to UTC first)."""
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.to_pydatetime()
+
+
+def _parquet_columns(path: Path) -> set[str]:
+    return set(pq.read_schema(path).names)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite connection settings: wait for locks instead of failing at once; WAL for files so
+    readers are not blocked by a writer."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 5000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
