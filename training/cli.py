@@ -343,6 +343,84 @@ def score_no_show_cmd(
     typer.echo(f"scored {len(scored):,} appointments -> {out}  (tiers: {counts})")
 
 
+@app.command()
+def export(
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Copy the @champion models from the MLflow registry into the BentoML model store."""
+    from training.export import export_champions
+
+    try:
+        exported = export_champions(tracking_uri)
+    except (ValueError, LookupError) as exc:
+        raise _fail(str(exc)) from None
+    for e in exported:
+        typer.echo(f"{e.registered_name} v{e.version} -> BentoML {e.tag}  ({e.path})")
+
+
+store_app = typer.Typer(no_args_is_help=True, help="The service's database (SQLite or PostgreSQL).")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the service (stored hashed).")
+app.add_typer(store_app, name="store")
+app.add_typer(keys_app, name="keys")
+DbOpt = Annotated[
+    str,
+    typer.Option("--db", envvar="REFERRAL_ML_STORE", help="SQLAlchemy URL of the service store."),
+]
+
+
+@store_app.command("load")
+def store_load(
+    data: Annotated[Path, typer.Option("--data", help="A dataset folder (generated or yours).")],
+    db: DbOpt = "sqlite:///referral.db",
+) -> None:
+    """Load a dataset folder into the service store (replacing the data tables; keys, contacts
+    and the audit trail are kept)."""
+    from serving.store import Store
+
+    store = Store(db)
+    store.create()
+    t0 = time.perf_counter()
+    try:
+        counts = store.load_dataset(data, replace=True)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(
+        ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f"  ({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="referral_ui, outreach or admin.")],
+    db: DbOpt = "sqlite:///referral.db",
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from serving.keys import create_key
+    from serving.store import Store
+
+    store = Store(db)
+    store.create()
+    try:
+        key_id, secret = create_key(store, role)
+    except ValueError as exc:
+        raise _fail(f"--role: {exc}") from None
+    typer.echo(f"key {key_id} ({role}); keep this secret, it is not shown again:\n{secret}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id printed at creation.")],
+    db: DbOpt = "sqlite:///referral.db",
+) -> None:
+    """Revoke a key at once (it stays in the audit trail)."""
+    from serving.keys import revoke
+    from serving.store import Store
+
+    if not revoke(Store(db), key_id):
+        raise _fail(f"no active key {key_id}")
+    typer.echo(f"revoked {key_id}")
+
+
 def main() -> None:
     """Entry point for the console script."""
     app(prog_name="referral-ml")

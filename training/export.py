@@ -1,0 +1,67 @@
+"""Export the @champion bundles from the MLflow registry into the BentoML model store.
+
+The service loads models from the BentoML store (`bentoml.models.get("<name>:latest")`), never
+from MLflow on the request path. Each exported model keeps the bundle files unchanged plus a
+VERSION file with the registry version, and records the version and run as BentoML labels.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from features.matcher import SpecialistRanker
+from features.predictor import NoShowPredictor
+
+# registered model name -> (BentoML model name, bundle check)
+EXPORTS = {
+    "specialist-ranker": ("specialist-ranker", SpecialistRanker.load),
+    "no-show": ("no-show", NoShowPredictor.load),
+}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One model written to the BentoML store."""
+
+    registered_name: str
+    version: str
+    tag: str
+    path: Path
+
+
+def export_champions(
+    tracking_uri: str | None, names: tuple[str, ...] = tuple(EXPORTS)
+) -> list[Exported]:
+    """Copy each model's @champion bundle into the BentoML model store (new BentoML version)."""
+    import bentoml
+
+    from training import registry
+
+    registry.configure(tracking_uri)
+    champions = {name: registry.champion(name) for name in names}
+    missing = [name for name, found in champions.items() if found is None]
+    if missing:  # checked first, so a failed export writes nothing
+        raise LookupError(
+            f"no @champion for {', '.join(repr(m) for m in missing)}: train and promote a "
+            "version first (referral-ml promote no-show | ranker)"
+        )
+    out = []
+    for name in names:
+        bento_name, check = EXPORTS[name]
+        champion = champions[name]
+        assert champion is not None
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = registry.download_bundle(name, str(champion.version), dst=Path(tmp))
+            check(bundle)  # a broken bundle is refused before it reaches the store
+            labels = {"registry_version": str(champion.version), "run_id": champion.run_id or ""}
+            with bentoml.models.create(bento_name, labels=labels) as model:
+                target = Path(model.path)
+                for item in bundle.iterdir():
+                    shutil.copy2(item, target / item.name)
+                (target / "VERSION").write_text(f"{champion.version}\n")
+            stored = Path(bentoml.models.get(model.tag).path)
+            out.append(Exported(name, str(champion.version), str(model.tag), stored))
+    return out
