@@ -15,7 +15,7 @@ WORLD ?= data/world-medium
 SIZE ?= medium
 SEED ?= 7
 
-.PHONY: setup demo world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend test test-fast lint format bench clean help
+.PHONY: setup demo world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench clean help
 
 help:
 	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker"
@@ -60,6 +60,21 @@ promote-ranker: setup
 
 recommend: setup
 	$(RUN) referral-ml recommend --data $(WORLD) --model models:/specialist-ranker/latest
+
+# The service (issue #5, in progress): load the world into ./referral.db, copy the champions
+# into the BentoML model store, serve on 127.0.0.1:3000. Keys: referral-ml keys create --role ...
+STORE ?= sqlite:///$(CURDIR)/referral.db
+PORT ?= 3000
+
+store: setup
+	$(RUN) referral-ml store load --data $(WORLD) --db $(STORE)
+
+export: setup
+	$(RUN) referral-ml export
+
+serve: store export
+	REFERRAL_ML_STORE=$(STORE) REFERRAL_ML_NOW="$$($(RUN) python -c "import json;print(json.load(open('$(WORLD)/manifest.json'))['as_of'])")" \
+	  $(RUN) bentoml serve serving.service:ReferralService --host 127.0.0.1 --port $(PORT)
 
 test: setup
 	$(RUN) ruff check .

@@ -23,6 +23,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.lgb_io import load_booster
 from features.ranking import PAIR_FEATURES, RankingContext, pair_features
 from features.reasons import candidate_from, explain
 from features.retrieval import DirectoryIndex, RetrievalRequest, RetrievalResult
@@ -68,7 +69,7 @@ class SpecialistRanker:
             unknown = sorted(set(features) - set(PAIR_FEATURES))
             if unknown:
                 raise ValueError(f"unknown features {unknown} (this code computes {PAIR_FEATURES})")
-            booster = lgb.Booster(model_file=str(directory / "model.txt"))
+            booster = load_booster(directory / "model.txt")
             meta_path = directory / "metadata.json"
             metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:

@@ -20,6 +20,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.lgb_io import load_booster
 from features.no_show import NoShowFeatureSpec, build_features
 
 DEFAULT_TIERS = {"medium": 0.15, "high": 0.30}  # risk >= threshold -> tier
@@ -94,7 +95,7 @@ class NoShowPredictor:
     def load(cls, directory: Path) -> NoShowPredictor:
         """Read a bundle; a missing or corrupt file raises ValueError naming it."""
         try:
-            booster = lgb.Booster(model_file=str(directory / "model.txt"))
+            booster = load_booster(directory / "model.txt")
             cal = json.loads((directory / "calibration.json").read_text())
             spec = NoShowFeatureSpec.from_dict(
                 json.loads((directory / "feature_spec.json").read_text())

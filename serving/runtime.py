@@ -1,0 +1,293 @@
+"""The service's framework-free core: store, matcher and no-show model behind one object.
+
+`Runtime` owns the database (`serving.store.Store`) and an immutable `RuntimeState` (matcher,
+no-show predictor, directory names, plan payer types, model versions). `load()` builds a complete
+new state and swaps it in with one attribute assignment, so a request sees either the old or the
+new state, never a mix; when anything fails the old state stays and `not_ready_reason` says what
+(the failing bundle or the store). Without a state the runtime is not ready and answers nothing:
+it never invents a score.
+
+Model versions come from each bundle's ``metadata.json`` ("version"), else the bundle folder's
+``VERSION`` file, else "unversioned".
+
+The clock: ``now`` (a synthetic world's snapshot time, its manifest's ``as_of``) or, when None,
+the wall clock (naive local time, the data contract's convention).
+
+Import rule: `features` and third-party libraries only; lightgbm (through `features.matcher` and
+`features.predictor`) is imported when the models are loaded, not when this module is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import pandas as pd
+from sqlalchemy.engine import make_url
+
+from serving.schemas import (
+    ModelInfo,
+    ModelInfoResponse,
+    NoShowRiskRequest,
+    NoShowRiskResponse,
+    RecommendRequest,
+    RecommendResponse,
+    appointments_frame,
+    match_response,
+    request_warnings,
+    risk_rows,
+    to_match_request,
+)
+from serving.store import Store
+
+if TYPE_CHECKING:
+    from features.matcher import Matcher
+    from features.predictor import NoShowPredictor
+
+log = logging.getLogger(__name__)
+
+UNVERSIONED: Final = "unversioned"
+RANKER: Final = "ranker"
+NO_SHOW: Final = "no_show"
+# Tables the matcher needs (appointments and referrals give outcome rates and continuity).
+MATCHER_TABLES: Final = (
+    "specialists",
+    "plans",
+    "organizations",
+    "availability",
+    "appointments",
+    "referrals",
+)
+
+
+class NotReadyError(RuntimeError):
+    """The runtime has no loaded state (see `Runtime.not_ready_reason`)."""
+
+
+def bundle_version(directory: Path) -> str:
+    """A bundle's version: metadata.json "version", else the VERSION file, else "unversioned"."""
+    meta_path = directory / "metadata.json"
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    except (OSError, ValueError):
+        meta = {}
+    version = meta.get("version") if isinstance(meta, dict) else None
+    if version not in (None, ""):
+        return str(version)
+    version_path = directory / "VERSION"
+    if version_path.exists():
+        text = version_path.read_text().strip()
+        if text:
+            return text
+    return UNVERSIONED
+
+
+def _trained_at(meta: Mapping[str, Any]) -> datetime | None:
+    value = meta.get("trained_at")
+    if value in (None, ""):
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return None
+    return None if pd.isna(stamp) else stamp.to_pydatetime()
+
+
+def _info(name: str, version: str, meta: Mapping[str, Any], features: list[str]) -> ModelInfo:
+    run_id = meta.get("run_id")
+    return ModelInfo(
+        name=str(meta.get("name") or name),
+        version=version,
+        run_id=None if run_id in (None, "") else str(run_id),
+        trained_at=_trained_at(meta),
+        features=features,
+    )
+
+
+@dataclass(frozen=True)
+class RuntimeState:
+    """Everything a request reads, built once per load and never changed afterwards."""
+
+    matcher: Matcher
+    predictor: NoShowPredictor
+    directory: Mapping[str, tuple[str, str]]  # specialist_id -> (display name, NUCC code)
+    plan_payer_types: Mapping[str, str]  # insurance_plan_id -> payer_type
+    versions: Mapping[str, str]  # RANKER / NO_SHOW -> version
+    models: tuple[ModelInfo, ...]
+    loaded_at: datetime
+
+
+class Runtime:
+    """Answers /recommend, /no_show_risk and /model_info from one loaded state."""
+
+    def __init__(
+        self,
+        store_url: str,
+        ranker_dir: Path,
+        no_show_dir: Path,
+        now: datetime | None = None,
+        *,
+        store: Store | None = None,
+    ):
+        """`store`: an already open Store for `store_url` (tests); default: a new one."""
+        self.store = store if store is not None else Store(store_url)
+        self.ranker_dir = Path(ranker_dir)
+        self.no_show_dir = Path(no_show_dir)
+        self.now = now
+        self._state: RuntimeState | None = None
+        self._load_lock = threading.Lock()
+        self.not_ready_reason: str | None = "not loaded yet"
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._state is not None
+
+    @property
+    def state(self) -> RuntimeState:
+        state = self._state
+        if state is None:
+            raise NotReadyError(self.not_ready_reason or "not loaded")
+        return state
+
+    def clock(self) -> datetime:
+        """The request clock: the configured snapshot time, else the wall clock."""
+        return self.now if self.now is not None else datetime.now()
+
+    def _store_label(self) -> str:
+        try:
+            return make_url(self.store.url).render_as_string(hide_password=True)
+        except Exception:  # an unparsable URL: say nothing about it
+            return "(unparsable URL)"
+
+    def load(self) -> bool:
+        """Build a new state and swap it in; on failure keep the old one and record why.
+        Returns True when the new state is in place."""
+        with self._load_lock:
+            try:
+                state = self._build()
+            except _LoadError as exc:
+                self.not_ready_reason = str(exc)
+                log.error("load failed, keeping the previous state: %s", exc)
+                return False
+            self._state = state  # the atomic swap
+            self.not_ready_reason = None
+            log.info("loaded models %s", dict(state.versions))
+            return True
+
+    def _build(self) -> RuntimeState:
+        from features.matcher import Matcher, SpecialistRanker
+        from features.predictor import NoShowPredictor
+
+        try:
+            ranker = SpecialistRanker.load(self.ranker_dir)
+        except Exception as exc:
+            raise _LoadError(f"ranker bundle in {self.ranker_dir}: {_short(exc)}") from exc
+        try:
+            predictor = NoShowPredictor.load(self.no_show_dir)
+        except Exception as exc:
+            raise _LoadError(f"no-show bundle in {self.no_show_dir}: {_short(exc)}") from exc
+        try:
+            tables = self.store.read_tables(MATCHER_TABLES)
+        except Exception as exc:
+            raise _LoadError(
+                f"store {self._store_label()}: cannot read tables ({type(exc).__name__})"
+            ) from exc
+        if tables["specialists"].empty:
+            raise _LoadError(f"store {self._store_label()}: the specialists table is empty")
+        try:
+            matcher = Matcher.from_tables(
+                ranker, tables, now=None if self.now is None else pd.Timestamp(self.now)
+            )
+        except Exception as exc:
+            raise _LoadError(f"matcher: cannot build the directory index: {_short(exc)}") from exc
+        sp = tables["specialists"]
+        directory = {
+            str(i): (f"{f} {last}".strip(), str(code))
+            for i, f, last, code in zip(
+                sp["specialist_id"], sp["first_name"], sp["last_name"], sp["specialty"], strict=True
+            )
+        }
+        plans = tables["plans"]
+        payer = dict(
+            zip(
+                plans["insurance_plan_id"].astype(str), plans["payer_type"].astype(str), strict=True
+            )
+        )
+        versions = {
+            RANKER: bundle_version(self.ranker_dir),
+            NO_SHOW: bundle_version(self.no_show_dir),
+        }
+        models = (
+            _info("specialist-ranker", versions[RANKER], ranker.metadata, list(ranker.features)),
+            _info("no-show", versions[NO_SHOW], predictor.metadata, list(predictor.spec.columns)),
+        )
+        return RuntimeState(
+            matcher=matcher,
+            predictor=predictor,
+            directory=directory,
+            plan_payer_types=payer,
+            versions=versions,
+            models=models,
+            loaded_at=datetime.now(),
+        )
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def recommend(self, req: RecommendRequest, request_id: str) -> RecommendResponse:
+        """Ranked specialists for one referral (an empty list is a normal answer)."""
+        state = self.state
+        as_of = self.clock()
+        result = state.matcher.recommend(to_match_request(req, as_of=as_of), k=req.k)
+        return match_response(
+            result,
+            state.directory,
+            as_of=as_of,
+            model_version=state.versions[RANKER],
+            request_id=request_id,
+            warnings=request_warnings(req),
+        )
+
+    def no_show_risk(self, req: NoShowRiskRequest, request_id: str) -> NoShowRiskResponse:
+        """Calibrated no-show risk, tier, top factors and action per appointment; the history
+        of patients with an id comes from the store (outcomes recorded so far)."""
+        state = self.state
+        flat = appointments_frame(req, state.plan_payer_types)
+        patient_ids = sorted({a.patient_id for a in req.appointments if a.patient_id})
+        events = self.store.outcome_events(patient_ids) if patient_ids else None
+        predictor = state.predictor
+        X = predictor.features(flat, events)
+        risk = predictor.predict_matrix(X).clip(0.0, 1.0)
+        rows = risk_rows(
+            [a.appointment_id for a in req.appointments],
+            risk.tolist(),
+            [str(t) for t in predictor.tier(risk)],
+            predictor.top_factors(X),
+        )
+        return NoShowRiskResponse(
+            predictions=rows, model_version=state.versions[NO_SHOW], request_id=request_id
+        )
+
+    def model_info(self) -> ModelInfoResponse:
+        return ModelInfoResponse(models=list(self.state.models))
+
+    def versions(self) -> dict[str, str]:
+        """The loaded models' versions ({} when not ready)."""
+        state = self._state
+        return {} if state is None else dict(state.versions)
+
+
+class _LoadError(Exception):
+    """One step of `Runtime.load` failed; the message names the bundle or store."""
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

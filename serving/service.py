@@ -1,0 +1,255 @@
+"""The BentoML 1.4 HTTP service: ``bentoml serve serving.service:ReferralService``.
+
+Configuration (environment variables, read once when a worker starts):
+
+    REFERRAL_ML_STORE        SQLAlchemy URL of the service database (default sqlite:///referral.db)
+    REFERRAL_ML_RANKER_DIR   folder of the specialist-ranker bundle (default: the newest
+                             `specialist-ranker` in the BentoML model store, see
+                             `referral-ml export`; else models/ranker)
+    REFERRAL_ML_NO_SHOW_DIR  folder of the no-show bundle (default: the newest `no-show` in the
+                             BentoML model store; else models/no_show)
+    REFERRAL_ML_NOW          optional ISO date-time used as "now" (a synthetic world's as_of);
+                             default: the wall clock
+    REFERRAL_ML_AUDIT_SALT   optional key of the audit hashes (see serving.store)
+
+Endpoints:
+
+    POST /recommend      roles referral_ui, admin    RecommendRequest -> RecommendResponse
+    POST /no_show_risk   roles outreach, admin       NoShowRiskRequest -> NoShowRiskResponse
+    GET  /model_info     role admin                  ModelInfoResponse
+    GET  /livez, /readyz (BentoML's own; /readyz is 503 until the models and store are loaded)
+
+Every request carries ``Authorization: Bearer <secret>`` (or ``X-API-Key: <secret>``): 401 without
+a valid key, 403 when the key's role may not call the endpoint. The JSON body is validated here
+with the pydantic models of `serving.schemas` (not by BentoML), so a bad request is a 422 with
+``{"errors": [{"field": ..., "problem": ...}]}`` that never echoes submitted values. (A body that
+is not JSON at all is rejected by BentoML itself with a 400 before it reaches this code.) Each
+request gets a request id (uuid4 hex), returned in the body and in ``X-Request-ID``, and writes
+one audit row (key id, role, endpoint, hashed patient id, model versions, status). Logs carry the
+request id only. 503 while not ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import bentoml
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from serving.keys import Role, verify
+from serving.runtime import NotReadyError, Runtime
+from serving.schemas import NoShowRiskRequest, RecommendRequest, error_details
+from serving.store import DEFAULT_URL
+
+log = logging.getLogger(__name__)
+
+ENV_STORE: Final = "REFERRAL_ML_STORE"
+ENV_RANKER_DIR: Final = "REFERRAL_ML_RANKER_DIR"
+ENV_NO_SHOW_DIR: Final = "REFERRAL_ML_NO_SHOW_DIR"
+ENV_NOW: Final = "REFERRAL_ML_NOW"
+DEFAULT_RANKER_DIR: Final = "models/ranker"
+DEFAULT_NO_SHOW_DIR: Final = "models/no_show"
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+
+RECOMMEND_ROLES: Final = frozenset({Role.REFERRAL_UI, Role.ADMIN})
+NO_SHOW_ROLES: Final = frozenset({Role.OUTREACH, Role.ADMIN})
+ADMIN_ROLES: Final = frozenset({Role.ADMIN})
+
+
+def runtime_from_env(env: dict[str, str] | None = None) -> Runtime:
+    """A (not yet loaded) Runtime configured by the REFERRAL_ML_* variables."""
+    env = dict(os.environ) if env is None else env
+    now_text = env.get(ENV_NOW, "").strip()
+    return Runtime(
+        env.get(ENV_STORE, DEFAULT_URL),
+        _bundle_dir(env.get(ENV_RANKER_DIR), "specialist-ranker", DEFAULT_RANKER_DIR),
+        _bundle_dir(env.get(ENV_NO_SHOW_DIR), "no-show", DEFAULT_NO_SHOW_DIR),
+        now=datetime.fromisoformat(now_text) if now_text else None,
+    )
+
+
+def _bundle_dir(configured: str | None, bento_name: str, default: str) -> Path:
+    """The configured folder, else the newest export in the BentoML model store
+    (`referral-ml export`), else `default` (which then fails readiness with its reason)."""
+    if configured:
+        return Path(configured)
+    try:
+        return Path(bentoml.models.get(f"{bento_name}:latest").path)
+    except Exception:  # not exported yet: readiness reports the missing bundle
+        return Path(default)
+
+
+@dataclass
+class Outcome:
+    """What a handled request answers: status, JSON body and headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _secret(headers: Any) -> str | None:
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = str(auth).partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    key = headers.get("x-api-key")
+    return str(key).strip() if key else None
+
+
+def handle(
+    runtime: Runtime,
+    endpoint: str,
+    roles: Collection[Role],
+    headers: Any,
+    body: Any,
+    model: type[BaseModel] | None,
+    run: Callable[[Any, str], BaseModel],
+) -> Outcome:
+    """Authenticate, authorise, validate, run and audit one request (framework-free)."""
+    request_id = uuid.uuid4().hex
+    out_headers = {REQUEST_ID_HEADER: request_id}
+    key_id: str | None = None
+    role: Role | None = None
+    patient_id: str | None = None
+    versions: dict[str, str] = {}
+
+    def done(status: int, payload: dict[str, Any]) -> Outcome:
+        try:
+            runtime.store.write_audit(
+                request_id=request_id,
+                endpoint=endpoint,
+                status=status,
+                key_id=key_id,
+                role=role.value if role is not None else None,
+                patient_id=patient_id,
+                model_versions=versions or None,
+            )
+        except Exception as exc:  # the answer still goes out; the failure is logged
+            log.error("request %s: audit write failed (%s)", request_id, type(exc).__name__)
+        log.info("request %s %s -> %s", request_id, endpoint, status)
+        return Outcome(status, {**payload, "request_id": request_id}, out_headers)
+
+    try:
+        verified = verify(runtime.store, _secret(headers))
+    except Exception as exc:
+        log.error("request %s: key check failed (%s)", request_id, type(exc).__name__)
+        return done(503, {"error": "the key store is unavailable"})
+    if verified is None:
+        out_headers["WWW-Authenticate"] = "Bearer"
+        return done(401, {"error": "a valid API key is required"})
+    key_id, role = verified
+    if role not in roles:
+        return done(403, {"error": f"the key's role may not call {endpoint}"})
+    req: Any = None
+    if model is not None:
+        try:
+            req = model.model_validate(body)
+        except ValidationError as exc:
+            return done(422, {"errors": error_details(exc)})
+        patient_id = _patient_id(req)
+    if not runtime.ready:
+        return done(503, {"error": "the service is not ready"})
+    versions = runtime.versions()
+    try:
+        result = run(req, request_id)
+    except NotReadyError:
+        return done(503, {"error": "the service is not ready"})
+    except Exception as exc:
+        log.error("request %s: %s failed (%s)", request_id, endpoint, type(exc).__name__)
+        return done(500, {"error": "internal error; quote the request_id"})
+    return done(200, result.model_dump(mode="json"))
+
+
+def _patient_id(req: Any) -> str | None:
+    """The patient a request is about (for the audit hash): one patient or none."""
+    if isinstance(req, RecommendRequest):
+        return req.referral.patient.patient_id
+    if isinstance(req, NoShowRiskRequest):
+        ids = {a.patient_id for a in req.appointments if a.patient_id}
+        return ids.pop() if len(ids) == 1 else None
+    return None
+
+
+# The worker's service instance, for the plain Starlette route below (one instance per worker).
+_instance: ReferralService | None = None
+
+
+def _model_info_endpoint(request: Request) -> JSONResponse:
+    if _instance is None:
+        return JSONResponse({"error": "the service is not ready"}, status_code=503)
+    runtime = _instance.runtime
+    outcome = handle(
+        runtime,
+        "/model_info",
+        ADMIN_ROLES,
+        request.headers,
+        None,
+        None,
+        lambda _req, _rid: runtime.model_info(),
+    )
+    return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
+
+
+admin_app = Starlette(routes=[Route("/model_info", _model_info_endpoint, methods=["GET"])])
+
+
+@bentoml.asgi_app(admin_app, path="/")
+@bentoml.service(name="referral_ml", traffic={"timeout": 60})
+class ReferralService:
+    """Specialist recommendations and no-show risk over HTTP (see the module docstring)."""
+
+    def __init__(self) -> None:
+        global _instance
+        self.runtime = runtime_from_env()
+        if not self.runtime.load():
+            log.error("not ready: %s", self.runtime.not_ready_reason)
+        _instance = self
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.ready
+
+    def _answer(self, ctx: bentoml.Context, outcome: Outcome) -> dict[str, Any]:
+        ctx.response.status_code = outcome.status
+        for name, value in outcome.headers.items():
+            ctx.response.metadata[name] = value
+        return outcome.body
+
+    @bentoml.api(route="/recommend")
+    def recommend(self, body: Any, /, ctx: bentoml.Context) -> dict[str, Any]:
+        runtime = self.runtime
+        outcome = handle(
+            runtime,
+            "/recommend",
+            RECOMMEND_ROLES,
+            ctx.request.headers,
+            body,
+            RecommendRequest,
+            runtime.recommend,  # type: ignore[arg-type]
+        )
+        return self._answer(ctx, outcome)
+
+    @bentoml.api(route="/no_show_risk")
+    def no_show_risk(self, body: Any, /, ctx: bentoml.Context) -> dict[str, Any]:
+        runtime = self.runtime
+        outcome = handle(
+            runtime,
+            "/no_show_risk",
+            NO_SHOW_ROLES,
+            ctx.request.headers,
+            body,
+            NoShowRiskRequest,
+            runtime.no_show_risk,  # type: ignore[arg-type]
+        )
+        return self._answer(ctx, outcome)

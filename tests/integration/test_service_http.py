@@ -1,0 +1,252 @@
+"""The BentoML service over real HTTP: a `bentoml serve` subprocess on a free local port."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+from serving.keys import Role, create_key
+from serving.store import Store
+
+pytestmark = pytest.mark.integration
+
+BENTOML_EXE = Path(sys.executable).parent / "bentoml"
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 15.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    text_ = path.read_text(errors="replace") if path.exists() else ""
+    return text_[-chars:] or "(no output)"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is left of it."""
+    pgid = proc.pid  # start_new_session=True: the server leads its own process group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+@dataclass
+class Server:
+    url: str
+    store: Store
+    keys: dict[Role, str]
+    tables: dict[str, pd.DataFrame]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Iterator[Server]:
+    from training.no_show import load_world, train_no_show
+    from training.ranker import load_ranker_data, train_ranker
+
+    root = tmp_path_factory.mktemp("service")
+    ranker = train_ranker(load_ranker_data(small_world)).bundle().save(root / "ranker")
+    no_show = train_no_show(load_world(small_world)).predictor.save(root / "no_show")
+    url = f"sqlite:///{root / 'referral.db'}"
+    store = Store(url)
+    store.create()
+    store.load_dataset(small_world)
+    keys = {role: create_key(store, role)[1] for role in Role}
+    as_of = json.loads((small_world / "manifest.json").read_text())["as_of"]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REFERRAL_ML_", "BENTOML_"))}
+    env.update(
+        REFERRAL_ML_STORE=url,
+        REFERRAL_ML_RANKER_DIR=str(ranker),
+        REFERRAL_ML_NO_SHOW_DIR=str(no_show),
+        REFERRAL_ML_NOW=str(as_of),
+        BENTOML_HOME=str(root / "bentoml"),
+        BENTOML_DO_NOT_TRACK="True",
+        OMP_WAIT_POLICY="PASSIVE",
+    )
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [
+        str(BENTOML_EXE),
+        "serve",
+        "serving.service:ReferralService",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    stderr = root / "stderr.log"
+    with (root / "stdout.log").open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _status(f"{base}/readyz") != 200:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"bentoml serve exited with {proc.returncode}; stderr:\n{_tail(stderr)}\n"
+                    f"stdout:\n{_tail(root / 'stdout.log')}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"/readyz not 200 within {START_TIMEOUT_S:.0f} s; stderr:\n{_tail(stderr)}\n"
+                    f"stdout:\n{_tail(root / 'stdout.log')}"
+                )
+            time.sleep(0.3)
+        tables = store.read_tables(["patients", "specialists"])
+        yield Server(base, store, keys, tables)
+    finally:
+        _stop(proc)
+        store.dispose()
+
+
+def _call(
+    server: Server, path: str, body: Any = None, key: str | None = None
+) -> tuple[int, dict[str, str], str]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        server.url + path, data=data, headers=headers, method="GET" if body is None else "POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return int(response.status), dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), dict(exc.headers), exc.read().decode()
+
+
+def _referral(server: Server, latitude: float | None = None) -> dict[str, Any]:
+    p, sp = server.tables["patients"].iloc[0], server.tables["specialists"].iloc[0]
+    return {
+        "referral": {
+            "patient": {
+                "age": 60,
+                "sex": str(p["sex"]),
+                "language": str(p["preferred_language"]),
+                "latitude": float(sp["latitude"]) + 0.01 if latitude is None else latitude,
+                "longitude": float(sp["longitude"]),
+                "insurance_plan_id": str(p["insurance_plan_id"]),
+                "patient_id": str(p["patient_id"]),
+            },
+            "specialty": str(sp["specialty"]),
+            "reason_code": "I50.9",
+        },
+        "k": 3,
+    }
+
+
+def test_without_a_key_is_401(server: Server) -> None:
+    status, headers, body = _call(server, "/recommend", _referral(server))
+    assert status == 401
+    assert json.loads(body)["request_id"] == headers["x-request-id"]
+
+
+def test_wrong_role_is_403(server: Server) -> None:
+    status, _, _ = _call(server, "/recommend", _referral(server), server.keys[Role.OUTREACH])
+    assert status == 403
+
+
+def test_bad_request_is_422_without_the_value(server: Server) -> None:
+    body = _referral(server, latitude=123.456)
+    status, _, text_ = _call(server, "/recommend", body, server.keys[Role.REFERRAL_UI])
+    assert status == 422
+    fields = [e["field"] for e in json.loads(text_)["errors"]]
+    assert "referral.patient.latitude" in fields
+    assert "123.456" not in text_
+
+
+def test_recommend_ranks_specialists(server: Server) -> None:
+    status, headers, text_ = _call(
+        server, "/recommend", _referral(server), server.keys[Role.REFERRAL_UI]
+    )
+    assert status == 200, text_
+    out = json.loads(text_)
+    assert out["request_id"] == headers["x-request-id"]
+    assert [s["rank"] for s in out["specialists"]] == list(range(1, len(out["specialists"]) + 1))
+    assert out["specialists"]
+    assert all(s["reasons"] for s in out["specialists"])
+    assert out["model_version"] == "unversioned"
+
+
+def test_no_show_risk(server: Server) -> None:
+    sp = server.tables["specialists"].iloc[0]
+    appointment = {
+        "appointment_id": "A-1",
+        "patient_id": str(server.tables["patients"].iloc[0]["patient_id"]),
+        "age": 44,
+        "sex": "F",
+        "language": "en",
+        "payer_type": "medicaid",
+        "specialty": str(sp["specialty"]),
+        "booked_at": "2025-01-02T09:00:00",
+        "appointment_at": "2025-01-20T10:00:00",
+        "urgency": "routine",
+        "referral_type": "provider",
+    }
+    status, _, text_ = _call(
+        server, "/no_show_risk", {"appointments": [appointment]}, server.keys[Role.OUTREACH]
+    )
+    assert status == 200, text_
+    (row,) = json.loads(text_)["predictions"]
+    assert 0.0 <= row["risk"] <= 1.0 and row["tier"] in {"low", "medium", "high"}
+
+
+def test_model_info_is_admin_only(server: Server) -> None:
+    status, _, text_ = _call(server, "/model_info", key=server.keys[Role.ADMIN])
+    assert status == 200, text_
+    assert {m["name"] for m in json.loads(text_)["models"]} == {"specialist-ranker", "no-show"}
+    status, _, _ = _call(server, "/model_info", key=server.keys[Role.REFERRAL_UI])
+    assert status == 403
+
+
+def test_audit_rows_hash_patient_ids(server: Server) -> None:
+    # Given one accepted, one unauthenticated, one wrong-role and one invalid request
+    _call(server, "/recommend", _referral(server), server.keys[Role.REFERRAL_UI])
+    _call(server, "/recommend", _referral(server))
+    _call(server, "/recommend", _referral(server), server.keys[Role.OUTREACH])
+    _call(server, "/recommend", _referral(server, latitude=123.456), server.keys[Role.REFERRAL_UI])
+    # Then each left an audit row, with the patient id hashed, never in the clear
+    patient_id = str(server.tables["patients"].iloc[0]["patient_id"])
+    with server.store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM audit")).mappings().all()
+    assert {r["status"] for r in rows} >= {200, 401, 403, 422}
+    ok = [r for r in rows if r["endpoint"] == "/recommend" and r["status"] == 200]
+    assert ok and all(r["patient_hash"] and len(r["patient_hash"]) == 64 for r in ok)
+    assert patient_id not in "\n".join(str(dict(r)) for r in rows)

@@ -1,0 +1,180 @@
+"""serving.runtime in-process: recommendations, no-show risk, versions and failed loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from serving.runtime import UNVERSIONED, NotReadyError, Runtime, bundle_version
+from serving.schemas import (
+    RECOMMENDED_ACTIONS,
+    UNKNOWN_PLAN_WARNING,
+    NoShowRiskRequest,
+    RecommendRequest,
+    RiskTier,
+)
+from serving.store import Store
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> dict[str, Path]:
+    from training.no_show import load_world, train_no_show
+    from training.ranker import load_ranker_data, train_ranker
+
+    root = tmp_path_factory.mktemp("bundles")
+    ranker = train_ranker(load_ranker_data(small_world)).bundle().save(root / "ranker")
+    (ranker / "VERSION").write_text("7\n")
+    no_show = train_no_show(load_world(small_world)).predictor.save(root / "no_show")
+    return {"ranker": ranker, "no_show": no_show}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Store:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'referral.db'}"
+    s = Store(url, audit_salt="test-salt")
+    s.create()
+    s.load_dataset(small_world)
+    return s
+
+
+@pytest.fixture(scope="module")
+def as_of(small_world: Path) -> datetime:
+    manifest = json.loads((small_world / "manifest.json").read_text())
+    return pd.Timestamp(manifest["as_of"]).to_pydatetime()
+
+
+@pytest.fixture(scope="module")
+def runtime(store: Store, bundles: dict[str, Path], as_of: datetime) -> Runtime:
+    rt = Runtime(store.url, bundles["ranker"], bundles["no_show"], now=as_of, store=store)
+    assert rt.load(), rt.not_ready_reason
+    return rt
+
+
+def _referral(store: Store, **patient: object) -> dict[str, object]:
+    t = store.read_tables(["patients", "specialists"])
+    p, sp = t["patients"].iloc[0], t["specialists"].iloc[0]
+    body = {
+        "age": 60,
+        "sex": str(p["sex"]),
+        "language": str(p["preferred_language"]),
+        "latitude": float(sp["latitude"]) + 0.01,
+        "longitude": float(sp["longitude"]),
+        "insurance_plan_id": str(p["insurance_plan_id"]),
+        "patient_id": str(p["patient_id"]),
+    }
+    body.update(patient)
+    return {
+        "referral": {"patient": body, "specialty": str(sp["specialty"]), "reason_code": "I50.9"},
+        "k": 3,
+    }
+
+
+def test_recommend_ranks_specialists_with_reasons(runtime: Runtime, store: Store) -> None:
+    res = runtime.recommend(RecommendRequest.model_validate(_referral(store)), "rid1")
+    assert res.request_id == "rid1"
+    assert res.model_version == "7"  # no "version" in metadata.json: the VERSION file
+    assert 1 <= len(res.specialists) <= 3
+    assert [s.rank for s in res.specialists] == list(range(1, len(res.specialists) + 1))
+    scores = [s.score for s in res.specialists]
+    assert scores == sorted(scores, reverse=True)
+    assert all(s.reasons for s in res.specialists)
+    assert res.empty_reason is None
+
+
+def test_unknown_plan_warns_and_claims_no_network(runtime: Runtime, store: Store) -> None:
+    req = RecommendRequest.model_validate(_referral(store, insurance_plan_id="PLAN-NOPE"))
+    res = runtime.recommend(req, "rid2")
+    assert UNKNOWN_PLAN_WARNING in res.warnings
+    assert all(not (s.in_network or s.accepts_plan) for s in res.specialists)
+
+
+def test_empty_result_is_a_normal_answer(runtime: Runtime, store: Store) -> None:
+    # Mid-Pacific: no specialist within any radius.
+    body = _referral(store, latitude=0.0, longitude=-160.0)
+    res = runtime.recommend(RecommendRequest.model_validate(body), "rid3")
+    assert res.specialists == []
+    assert res.empty_reason
+
+
+def test_no_show_risk_is_calibrated_with_tiers_and_actions(runtime: Runtime, store: Store) -> None:
+    t = store.read_tables(["specialists"])
+    sp = t["specialists"].iloc[0]
+    upcoming = store.upcoming_appointments(pd.Timestamp("2000-01-01"), pd.Timestamp("2100-01-01"))
+    known = str(upcoming["patient_id"].iloc[0]) if len(upcoming) else None
+    appointments = [
+        {
+            "appointment_id": f"A-{i}",
+            "patient_id": known if i == 0 else None,
+            "age": 30 + 10 * i,
+            "sex": "F" if i % 2 else "M",
+            "language": "en",
+            "payer_type": ["commercial", "medicaid", "medicare"][i],
+            "specialty": str(sp["specialty"]),
+            "specialist_id": str(sp["specialist_id"]),
+            "booked_at": "2025-01-02T09:00:00",
+            "appointment_at": f"2025-01-{10 + i}T10:00:00",
+            "urgency": "routine",
+            "referral_type": "provider",
+        }
+        for i in range(3)
+    ]
+    res = runtime.no_show_risk(
+        NoShowRiskRequest.model_validate({"appointments": appointments}), "r"
+    )
+    assert [r.appointment_id for r in res.predictions] == ["A-0", "A-1", "A-2"]
+    assert res.model_version == UNVERSIONED
+    for row in res.predictions:
+        assert 0.0 <= row.risk <= 1.0
+        assert row.recommended_action == RECOMMENDED_ACTIONS[row.tier]
+        assert row.tier in set(RiskTier)
+        assert len(row.top_factors) <= 3
+
+
+def test_model_info_and_versions(runtime: Runtime) -> None:
+    info = runtime.model_info()
+    assert [m.version for m in info.models] == ["7", UNVERSIONED]
+    assert all(m.features for m in info.models)
+    assert runtime.versions() == {"ranker": "7", "no_show": UNVERSIONED}
+
+
+def test_bundle_version_prefers_metadata(tmp_path: Path) -> None:
+    assert bundle_version(tmp_path) == UNVERSIONED
+    (tmp_path / "VERSION").write_text("3")
+    assert bundle_version(tmp_path) == "3"
+    (tmp_path / "metadata.json").write_text(json.dumps({"version": "v12"}))
+    assert bundle_version(tmp_path) == "v12"
+
+
+def test_corrupt_ranker_bundle_keeps_not_ready(
+    tmp_path: Path, store: Store, bundles: dict[str, Path], as_of: datetime
+) -> None:
+    broken = Path(shutil.copytree(bundles["ranker"], tmp_path / "ranker"))
+    text = (broken / "model.txt").read_text()
+    (broken / "model.txt").write_text(text[: len(text) // 3])
+    rt = Runtime(store.url, broken, bundles["no_show"], now=as_of, store=store)
+    assert not rt.load()
+    assert not rt.ready
+    assert rt.not_ready_reason is not None
+    assert "ranker bundle" in rt.not_ready_reason and str(broken) in rt.not_ready_reason
+    with pytest.raises(NotReadyError):
+        rt.model_info()
+
+
+def test_failed_reload_keeps_the_old_state(
+    tmp_path: Path, store: Store, bundles: dict[str, Path], as_of: datetime
+) -> None:
+    ranker = Path(shutil.copytree(bundles["ranker"], tmp_path / "ranker"))
+    rt = Runtime(store.url, ranker, bundles["no_show"], now=as_of, store=store)
+    assert rt.load()
+    before = rt.state
+    (ranker / "model.txt").write_text("garbage")
+    assert not rt.load()
+    assert rt.ready and rt.state is before
+    assert rt.not_ready_reason is not None and "ranker bundle" in rt.not_ready_reason
