@@ -55,6 +55,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from features.contract import AUDIT_ONLY_COLUMNS
 from features.geo import haversine_km
+from features.no_show import FLAT_OPTIONAL, FLAT_REQUIRED
 from serving.schemas import ContactChannel, ContactOutcome
 
 log = logging.getLogger(__name__)
@@ -277,27 +278,7 @@ SERVICE_MODELS: Final[dict[str, type[Base]]] = {
 }
 
 # The flat per-appointment columns of features.no_show.flatten_world, without race/ethnicity.
-UPCOMING_COLUMNS: Final = (
-    "appointment_id",
-    "booked_at",
-    "appointment_at",
-    "patient_id",
-    "age",
-    "sex",
-    "language",
-    "payer_type",
-    "distance_km",
-    "specialty",
-    "specialist_id",
-    "organization_id",
-    "urgency",
-    "referral_type",
-    "visit_kind",
-    "text_reminder",
-    "outreach_call",
-    "outcome",
-    "outcome_at",
-)
+UPCOMING_COLUMNS: Final = (*FLAT_REQUIRED, *FLAT_OPTIONAL, "outcome", "outcome_at")
 
 
 def _table(model: type[Base]) -> Table:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.servers import free_port as _free_port
+from tests.integration.servers import stop as _stop
+from tests.integration.servers import tail as _tail
+
 MLFLOW_EXE = Path(sys.executable).parent / "mlflow"
 START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 15.0
 PORT_ATTEMPTS = 3
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _healthy(url: str) -> bool:
@@ -34,24 +28,6 @@ def _healthy(url: str) -> bool:
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return text[-chars:] or "(no output)"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group (uvicorn worker included), then SIGKILL what is left."""
-    pgid = proc.pid  # start_new_session=True: the server leads its own process group
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    # Whatever of the group is still running (a worker that ignored SIGTERM) is killed.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    proc.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _start(root: Path, port: int, stderr: Path) -> subprocess.Popen[bytes]:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,36 +20,15 @@ from sqlalchemy import text
 
 from serving.keys import Role, create_key
 from serving.store import Store
+from tests.integration.servers import free_port as _free_port
+from tests.integration.servers import stop as _stop
+from tests.integration.servers import tail as _tail
 
 pytestmark = pytest.mark.integration
 
 BENTOML_EXE = Path(sys.executable).parent / "bentoml"
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    text_ = path.read_text(errors="replace") if path.exists() else ""
-    return text_[-chars:] or "(no output)"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever is left of it."""
-    pgid = proc.pid  # start_new_session=True: the server leads its own process group
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    proc.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _status(url: str) -> int:
