@@ -24,20 +24,27 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import make_url
 
 from serving.schemas import (
+    ContactRequest,
+    ContactResponse,
     ModelInfo,
     ModelInfoResponse,
     NoShowRiskRequest,
     NoShowRiskResponse,
     RecommendRequest,
     RecommendResponse,
+    RiskRow,
+    WorklistRequest,
+    WorklistResponse,
+    WorklistRow,
     appointments_frame,
     match_response,
     request_warnings,
@@ -68,6 +75,26 @@ MATCHER_TABLES: Final = (
 
 class NotReadyError(RuntimeError):
     """The runtime has no loaded state (see `Runtime.not_ready_reason`)."""
+
+
+class RequestError(Exception):
+    """A request that cannot be answered as asked: an HTTP status and a message that never
+    echoes submitted values (e.g. 404 for an unknown appointment, 409 for a failed reload)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ReloadResponse(BaseModel):
+    """POST /admin/reload: the models now being served."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reloaded: bool
+    versions: dict[str, str]
+    request_id: str
 
 
 def bundle_version(directory: Path) -> str:
@@ -259,21 +286,91 @@ class Runtime:
         """Calibrated no-show risk, tier, top factors and action per appointment; the history
         of patients with an id comes from the store (outcomes recorded so far)."""
         state = self.state
-        flat = appointments_frame(req, state.plan_payer_types)
-        patient_ids = sorted({a.patient_id for a in req.appointments if a.patient_id})
+        rows = self._risk_rows(state, appointments_frame(req, state.plan_payer_types))
+        return NoShowRiskResponse(
+            predictions=rows, model_version=state.versions[NO_SHOW], request_id=request_id
+        )
+
+    def _risk_rows(self, state: RuntimeState, flat: pd.DataFrame) -> list[RiskRow]:
+        """The one scoring path: flat no-show rows (+ the stored history of their patients)
+        -> calibrated risk, tier, top factors and recommended action, in the rows' order."""
+        if flat.empty:
+            return []
+        patient_ids: list[str] = []
+        if "patient_id" in flat.columns:
+            patient_ids = sorted({str(p) for p in flat["patient_id"] if isinstance(p, str) and p})
         events = self.store.outcome_events(patient_ids) if patient_ids else None
         predictor = state.predictor
         X = predictor.features(flat, events)
         risk = predictor.predict_matrix(X).clip(0.0, 1.0)
-        rows = risk_rows(
-            [a.appointment_id for a in req.appointments],
+        return risk_rows(
+            [str(i) for i in flat["appointment_id"]],
             risk.tolist(),
             [str(t) for t in predictor.tier(risk)],
             predictor.top_factors(X),
         )
-        return NoShowRiskResponse(
-            predictions=rows, model_version=state.versions[NO_SHOW], request_id=request_id
+
+    def worklist(self, req: WorklistRequest, request_id: str) -> WorklistResponse:
+        """The outreach worklist: stored upcoming appointments from `start` to `end` (dates,
+        both included), scored like /no_show_risk, highest risk first, at most `capacity` per
+        appointment day. Risk is for offering help (reminders, calls, transport) only."""
+        state = self.state
+        flat = self.store.upcoming_appointments(
+            datetime.combine(req.start, time.min),
+            datetime.combine(req.end + timedelta(days=1), time.min),  # the store's end is open
+            specialty=req.specialty,
+            organization_id=req.organization_id,
         )
+        flat = flat.drop(columns=["outcome", "outcome_at"]).reset_index(drop=True)
+        scored = self._risk_rows(state, flat)
+        rows = [
+            WorklistRow(
+                **r.model_dump(),
+                appointment_at=pd.Timestamp(at).to_pydatetime(),
+                specialist_id=None if not isinstance(sp, str) or not sp else sp,
+            )
+            for r, at, sp in zip(scored, flat["appointment_at"], flat["specialist_id"], strict=True)
+        ]
+        rows.sort(key=lambda w: (-w.risk, w.appointment_at, w.appointment_id))
+        per_day: dict[Any, int] = {}
+        kept: list[WorklistRow] = []
+        for w in rows:
+            day = w.appointment_at.date()
+            if per_day.get(day, 0) < req.capacity:
+                per_day[day] = per_day.get(day, 0) + 1
+                kept.append(w)
+        return WorklistResponse(
+            rows=kept, model_version=state.versions[NO_SHOW], request_id=request_id
+        )
+
+    def record_contact(
+        self, req: ContactRequest, request_id: str, key_id: str | None = None
+    ) -> ContactResponse:
+        """Log one outreach attempt (RequestError 404 for an appointment not in the store)."""
+        recorded_at = datetime.now()
+        try:
+            self.store.record_contact(
+                req.appointment_id,
+                req.channel,
+                req.outcome,
+                key_id=key_id,
+                contacted_at=recorded_at,
+            )
+        except KeyError:
+            raise RequestError(404, "no such appointment") from None
+        return ContactResponse(
+            appointment_id=req.appointment_id, recorded_at=recorded_at, request_id=request_id
+        )
+
+    def reload(self, _req: Any, request_id: str) -> ReloadResponse:
+        """Load the bundles and store again (atomic swap); on failure the old models keep
+        serving and RequestError says why (409 while still serving, 503 when not ready)."""
+        if not self.load():
+            reason = self.not_ready_reason or "unknown"
+            if self.ready:
+                raise RequestError(409, f"reload failed, still serving {self.versions()}: {reason}")
+            raise RequestError(503, f"reload failed, not ready: {reason}")
+        return ReloadResponse(reloaded=True, versions=self.versions(), request_id=request_id)
 
     def model_info(self) -> ModelInfoResponse:
         return ModelInfoResponse(models=list(self.state.models))

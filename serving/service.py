@@ -17,13 +17,21 @@ Endpoints:
     POST /recommend      roles referral_ui, admin    RecommendRequest -> RecommendResponse
     POST /no_show_risk   roles outreach, admin       NoShowRiskRequest -> NoShowRiskResponse
     GET  /model_info     role admin                  ModelInfoResponse
+    POST /outreach/worklist  roles outreach, admin   WorklistRequest -> WorklistResponse
+                             (format "csv": the same rows as text/csv, one line per row)
+    POST /outreach/contact   roles outreach, admin   ContactRequest -> ContactResponse
+                             (404 {"error": "no such appointment"} for an unknown id)
+    POST /admin/reload       role admin              -> {"reloaded": true, "versions": ...};
+                             409 (old models keep serving) or 503 (not ready) with the reason
     GET  /livez, /readyz (BentoML's own; /readyz is 503 until the models and store are loaded)
 
 Every request carries ``Authorization: Bearer <secret>`` (or ``X-API-Key: <secret>``): 401 without
 a valid key, 403 when the key's role may not call the endpoint. The JSON body is validated here
 with the pydantic models of `serving.schemas` (not by BentoML), so a bad request is a 422 with
-``{"errors": [{"field": ..., "problem": ...}]}`` that never echoes submitted values. (A body that
-is not JSON at all is rejected by BentoML itself with a 400 before it reaches this code.) Each
+``{"errors": [{"field": ..., "problem": ...}]}`` that never echoes submitted values. A POST body
+that is not valid JSON is a 422 ``{"errors": [{"field": "body", "problem": "not valid JSON"}]}``
+(after the key and role checks): `InvalidJsonMiddleware` answers it before BentoML's own parsing,
+which would otherwise fail with a 500. Each
 request gets a request id (uuid4 hex), returned in the body and in ``X-Request-ID``, and writes
 one audit row (key id, role, endpoint, hashed patient id, model versions, status). Logs carry the
 request id only. 503 while not ready.
@@ -31,6 +39,7 @@ request id only. 503 while not ready.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -43,13 +52,25 @@ from typing import Any, Final
 import bentoml
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.keys import Role, verify
-from serving.runtime import NotReadyError, Runtime
-from serving.schemas import NoShowRiskRequest, RecommendRequest, error_details
+from serving.runtime import NotReadyError, RequestError, Runtime
+from serving.schemas import (
+    ContactRequest,
+    NoShowRiskRequest,
+    RecommendRequest,
+    WorklistFormat,
+    WorklistRequest,
+    WorklistResponse,
+    error_details,
+    worklist_csv,
+)
 from serving.store import DEFAULT_URL
 
 log = logging.getLogger(__name__)
@@ -65,6 +86,16 @@ REQUEST_ID_HEADER: Final = "X-Request-ID"
 RECOMMEND_ROLES: Final = frozenset({Role.REFERRAL_UI, Role.ADMIN})
 NO_SHOW_ROLES: Final = frozenset({Role.OUTREACH, Role.ADMIN})
 ADMIN_ROLES: Final = frozenset({Role.ADMIN})
+OUTREACH_ROLES: Final = NO_SHOW_ROLES
+INVALID_JSON: Final = object()  # the body of a request that is not valid JSON
+INVALID_JSON_ERRORS: Final = [{"field": "body", "problem": "not valid JSON"}]
+# POST endpoints with a JSON body -> their roles (for the invalid-JSON answer)
+JSON_ENDPOINTS: Final[dict[str, frozenset[Role]]] = {
+    "/recommend": RECOMMEND_ROLES,
+    "/no_show_risk": NO_SHOW_ROLES,
+    "/outreach/worklist": OUTREACH_ROLES,
+    "/outreach/contact": OUTREACH_ROLES,
+}
 
 
 def runtime_from_env(env: dict[str, str] | None = None) -> Runtime:
@@ -115,9 +146,17 @@ def handle(
     headers: Any,
     body: Any,
     model: type[BaseModel] | None,
-    run: Callable[[Any, str], BaseModel],
+    run: Callable[..., BaseModel],
+    *,
+    with_key: bool = False,
+    require_ready: bool = True,
 ) -> Outcome:
-    """Authenticate, authorise, validate, run and audit one request (framework-free)."""
+    """Authenticate, authorise, validate, run and audit one request (framework-free).
+
+    `body` is the parsed JSON (or INVALID_JSON: a 422 after the key and role checks). `run` is
+    called as ``run(req, request_id)``, with ``key_id=`` too when `with_key`; a RequestError it
+    raises becomes its status with ``{"error": message}``. `require_ready=False` runs it even
+    when not ready (a reload)."""
     request_id = uuid.uuid4().hex
     out_headers = {REQUEST_ID_HEADER: request_id}
     key_id: str | None = None
@@ -153,22 +192,28 @@ def handle(
     if role not in roles:
         return done(403, {"error": f"the key's role may not call {endpoint}"})
     req: Any = None
+    if body is INVALID_JSON:
+        return done(422, {"errors": INVALID_JSON_ERRORS})
     if model is not None:
         try:
             req = model.model_validate(body)
         except ValidationError as exc:
             return done(422, {"errors": error_details(exc)})
         patient_id = _patient_id(req)
-    if not runtime.ready:
+    if require_ready and not runtime.ready:
         return done(503, {"error": "the service is not ready"})
     versions = runtime.versions()
     try:
-        result = run(req, request_id)
+        result = run(req, request_id, key_id=key_id) if with_key else run(req, request_id)
     except NotReadyError:
         return done(503, {"error": "the service is not ready"})
+    except RequestError as exc:
+        versions = runtime.versions()
+        return done(exc.status, {"error": exc.message})
     except Exception as exc:
         log.error("request %s: %s failed (%s)", request_id, endpoint, type(exc).__name__)
         return done(500, {"error": "internal error; quote the request_id"})
+    versions = runtime.versions()
     return done(200, result.model_dump(mode="json"))
 
 
@@ -202,7 +247,154 @@ def _model_info_endpoint(request: Request) -> JSONResponse:
     return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
 
 
-admin_app = Starlette(routes=[Route("/model_info", _model_info_endpoint, methods=["GET"])])
+async def _json_body(request: Request) -> Any:
+    """The parsed JSON body, or INVALID_JSON."""
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return INVALID_JSON
+
+
+def _respond(outcome: Outcome) -> JSONResponse:
+    return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
+
+
+async def _worklist_endpoint(request: Request) -> Response:
+    if _instance is None:
+        return JSONResponse({"error": "the service is not ready"}, status_code=503)
+    runtime = _instance.runtime
+    body = await _json_body(request)
+    outcome = await run_in_threadpool(
+        handle,
+        runtime,
+        "/outreach/worklist",
+        OUTREACH_ROLES,
+        request.headers,
+        body,
+        WorklistRequest,
+        runtime.worklist,
+    )
+    wants_csv = isinstance(body, dict) and body.get("format") == WorklistFormat.CSV.value
+    if outcome.status == 200 and wants_csv:
+        payload = {k: v for k, v in outcome.body.items() if k != "request_id"}
+        rows = WorklistResponse.model_validate({**payload, "request_id": ""}).rows
+        return Response(
+            worklist_csv(rows), media_type="text/csv; charset=utf-8", headers=outcome.headers
+        )
+    return _respond(outcome)
+
+
+async def _contact_endpoint(request: Request) -> JSONResponse:
+    if _instance is None:
+        return JSONResponse({"error": "the service is not ready"}, status_code=503)
+    runtime = _instance.runtime
+    body = await _json_body(request)
+
+    def run() -> Outcome:
+        return handle(
+            runtime,
+            "/outreach/contact",
+            OUTREACH_ROLES,
+            request.headers,
+            body,
+            ContactRequest,
+            runtime.record_contact,
+            with_key=True,
+        )
+
+    return _respond(await run_in_threadpool(run))
+
+
+async def _reload_endpoint(request: Request) -> JSONResponse:
+    if _instance is None:
+        return JSONResponse({"error": "the service is not ready"}, status_code=503)
+    runtime = _instance.runtime
+
+    def run() -> Outcome:
+        return handle(
+            runtime,
+            "/admin/reload",
+            ADMIN_ROLES,
+            request.headers,
+            None,
+            None,
+            runtime.reload,
+            require_ready=False,
+        )
+
+    return _respond(await run_in_threadpool(run))
+
+
+admin_app = Starlette(
+    routes=[
+        Route("/model_info", _model_info_endpoint, methods=["GET"]),
+        Route("/outreach/worklist", _worklist_endpoint, methods=["POST"]),
+        Route("/outreach/contact", _contact_endpoint, methods=["POST"]),
+        Route("/admin/reload", _reload_endpoint, methods=["POST"]),
+    ]
+)
+
+
+class InvalidJsonMiddleware:
+    """Answers a POST to a JSON endpoint whose body is not valid JSON with the usual 422
+    (through `handle`: key and role checked, audited) instead of BentoML's 500. Other requests
+    pass through with their body replayed unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("method") != "POST" or path not in JSON_ENDPOINTS:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        try:
+            if raw.strip():
+                json.loads(raw)
+            valid = True
+        except ValueError:
+            valid = False
+        if not valid and _instance is not None:
+            outcome = await run_in_threadpool(
+                handle,
+                _instance.runtime,
+                path,
+                JSON_ENDPOINTS[path],
+                Headers(scope=scope),
+                INVALID_JSON,
+                None,
+                _never,
+            )
+            await _respond(outcome)(scope, receive, send)
+            return
+        if not valid:
+            response = JSONResponse({"errors": INVALID_JSON_ERRORS}, status_code=422)
+            await response(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _never(_req: Any, _request_id: str) -> BaseModel:
+    raise AssertionError("an invalid JSON body is answered before running")
 
 
 @bentoml.asgi_app(admin_app, path="/")
@@ -253,3 +445,6 @@ class ReferralService:
             runtime.no_show_risk,  # type: ignore[arg-type]
         )
         return self._answer(ctx, outcome)
+
+
+ReferralService.add_asgi_middleware(InvalidJsonMiddleware)  # type: ignore[attr-defined]

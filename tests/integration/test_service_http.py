@@ -112,14 +112,21 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Itera
 
 
 def _call(
-    server: Server, path: str, body: Any = None, key: str | None = None
+    server: Server,
+    path: str,
+    body: Any = None,
+    key: str | None = None,
+    *,
+    raw: bytes | None = None,
+    content_type: str = "application/json",
 ) -> tuple[int, dict[str, str], str]:
-    headers = {"Content-Type": "application/json"}
+    """GET without a body; POST with `body` as JSON, or with `raw` bytes as they are."""
+    headers = {"Content-Type": content_type}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
-    data = None if body is None else json.dumps(body).encode()
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
-        server.url + path, data=data, headers=headers, method="GET" if body is None else "POST"
+        server.url + path, data=data, headers=headers, method="GET" if data is None else "POST"
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
@@ -226,3 +233,93 @@ def test_audit_rows_hash_patient_ids(server: Server) -> None:
     ok = [r for r in rows if r["endpoint"] == "/recommend" and r["status"] == 200]
     assert ok and all(r["patient_hash"] and len(r["patient_hash"]) == 64 for r in ok)
     assert patient_id not in "\n".join(str(dict(r)) for r in rows)
+
+
+def _window(server: Server, days: int = 7) -> tuple[str, str]:
+    upcoming = server.store.upcoming_appointments(
+        pd.Timestamp("2000-01-01"), pd.Timestamp("2100-01-01")
+    )
+    assert len(upcoming), "the small world has no upcoming appointments"
+    first = pd.Timestamp(upcoming["appointment_at"].min()).normalize()
+    return first.date().isoformat(), (first + pd.Timedelta(days=days - 1)).date().isoformat()
+
+
+def test_worklist_is_sorted_by_risk_and_capped_per_day(server: Server) -> None:
+    start, end = _window(server)
+    body = {"start": start, "end": end, "capacity": 2}
+    status, headers, text_ = _call(server, "/outreach/worklist", body, server.keys[Role.OUTREACH])
+    assert status == 200, text_
+    out = json.loads(text_)
+    assert out["request_id"] == headers["x-request-id"]
+    rows = out["rows"]
+    assert rows
+    risks = [r["risk"] for r in rows]
+    assert risks == sorted(risks, reverse=True)
+    per_day = pd.Series([r["appointment_at"][:10] for r in rows]).value_counts()
+    assert per_day.max() <= 2
+    assert all(start <= day <= end for day in per_day.index)
+    assert all(r["tier"] in {"low", "medium", "high"} and r["recommended_action"] for r in rows)
+    status, _, _ = _call(server, "/outreach/worklist", body, server.keys[Role.REFERRAL_UI])
+    assert status == 403
+
+
+def test_worklist_as_csv(server: Server) -> None:
+    start, end = _window(server, days=2)
+    body = {"start": start, "end": end, "format": "csv"}
+    status, headers, text_ = _call(server, "/outreach/worklist", body, server.keys[Role.ADMIN])
+    assert status == 200, text_
+    assert headers["content-type"].startswith("text/csv")
+    lines = text_.splitlines()
+    assert lines[0].startswith("appointment_id,appointment_at")
+    assert len(lines) >= 2
+
+
+def test_contact_is_recorded_and_an_unknown_appointment_is_404(server: Server) -> None:
+    upcoming = server.store.upcoming_appointments(
+        pd.Timestamp("2000-01-01"), pd.Timestamp("2100-01-01")
+    )
+    appointment_id = str(upcoming["appointment_id"].iloc[0])
+    body = {"appointment_id": appointment_id, "channel": "call", "outcome": "transport_arranged"}
+    status, _, text_ = _call(server, "/outreach/contact", body, server.keys[Role.OUTREACH])
+    assert status == 200, text_
+    assert json.loads(text_)["appointment_id"] == appointment_id
+    assert len(server.store.contacts([appointment_id])) >= 1
+    missing = {"appointment_id": "A-NOPE-404", "channel": "text", "outcome": "no_answer"}
+    status, _, text_ = _call(server, "/outreach/contact", missing, server.keys[Role.OUTREACH])
+    assert status == 404, text_
+    assert json.loads(text_)["error"] == "no such appointment"
+    assert "A-NOPE-404" not in text_
+
+
+def test_reload_is_admin_only(server: Server) -> None:
+    status, _, text_ = _call(server, "/admin/reload", raw=b"", key=server.keys[Role.ADMIN])
+    assert status == 200, text_
+    out = json.loads(text_)
+    assert out["reloaded"] is True
+    assert set(out["versions"]) == {"ranker", "no_show"}
+    status, _, _ = _call(server, "/admin/reload", raw=b"", key=server.keys[Role.OUTREACH])
+    assert status == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "role", "raw", "content_type"),
+    [
+        ("/recommend", Role.REFERRAL_UI, b'{"referral": ', "application/json"),
+        ("/no_show_risk", Role.OUTREACH, b"not json at all", "text/plain"),
+        ("/outreach/worklist", Role.OUTREACH, b'{"start": "2025-', "application/json"),
+        ("/outreach/contact", Role.OUTREACH, b"\xff\xfe", "application/json"),
+    ],
+)
+def test_malformed_json_is_422(
+    server: Server, path: str, role: Role, raw: bytes, content_type: str
+) -> None:
+    status, headers, text_ = _call(
+        server, path, key=server.keys[role], raw=raw, content_type=content_type
+    )
+    assert status == 422, text_
+    out = json.loads(text_)
+    assert out["errors"] == [{"field": "body", "problem": "not valid JSON"}]
+    assert out["request_id"] == headers["x-request-id"]
+    assert "Traceback" not in text_
+    status, _, _ = _call(server, path, raw=raw, content_type=content_type)  # no key: 401 first
+    assert status == 401

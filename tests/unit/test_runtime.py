@@ -10,13 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.runtime import UNVERSIONED, NotReadyError, Runtime, bundle_version
+from serving.runtime import UNVERSIONED, NotReadyError, RequestError, Runtime, bundle_version
 from serving.schemas import (
     RECOMMENDED_ACTIONS,
     UNKNOWN_PLAN_WARNING,
+    ContactRequest,
     NoShowRiskRequest,
     RecommendRequest,
     RiskTier,
+    WorklistRequest,
+    worklist_csv,
 )
 from serving.store import Store
 
@@ -178,3 +181,95 @@ def test_failed_reload_keeps_the_old_state(
     assert not rt.load()
     assert rt.ready and rt.state is before
     assert rt.not_ready_reason is not None and "ranker bundle" in rt.not_ready_reason
+
+
+def _window(store: Store, days: int = 7) -> tuple[datetime, datetime]:
+    upcoming = store.upcoming_appointments(pd.Timestamp("2000-01-01"), pd.Timestamp("2100-01-01"))
+    assert len(upcoming), "the small world has no upcoming appointments"
+    first = pd.Timestamp(upcoming["appointment_at"].min()).normalize()
+    return first.to_pydatetime(), (first + pd.Timedelta(days=days - 1)).to_pydatetime()
+
+
+def test_worklist_is_sorted_by_risk_and_capped_per_day(runtime: Runtime, store: Store) -> None:
+    start, end = _window(store)
+    full = runtime.worklist(WorklistRequest(start=start.date(), end=end.date(), capacity=500), "w1")
+    upcoming = store.upcoming_appointments(start, end + pd.Timedelta(days=1))
+    assert len(full.rows) == len(upcoming) > 0
+    risks = [r.risk for r in full.rows]
+    assert risks == sorted(risks, reverse=True)
+    assert all(r.recommended_action == RECOMMENDED_ACTIONS[r.tier] for r in full.rows)
+    assert all(start.date() <= r.appointment_at.date() <= end.date() for r in full.rows)
+
+    capped = runtime.worklist(WorklistRequest(start=start.date(), end=end.date(), capacity=1), "w2")
+    days = [r.appointment_at.date() for r in capped.rows]
+    assert len(days) == len(set(days)) == len({r.appointment_at.date() for r in full.rows})
+    for row in capped.rows:  # each day keeps its riskiest appointment
+        same_day = [
+            r.risk for r in full.rows if r.appointment_at.date() == row.appointment_at.date()
+        ]
+        assert row.risk == max(same_day)
+
+
+def test_worklist_scores_like_no_show_risk(runtime: Runtime, store: Store) -> None:
+    start, end = _window(store, days=2)
+    rows = runtime.worklist(WorklistRequest(start=start.date(), end=end.date()), "w").rows
+    assert rows
+    assert all(0.0 <= r.risk <= 1.0 and len(r.top_factors) <= 3 for r in rows)
+
+
+def test_worklist_filters_by_specialty_and_organization(runtime: Runtime, store: Store) -> None:
+    start, end = _window(store)
+    upcoming = store.upcoming_appointments(start, end + pd.Timedelta(days=1))
+    specialty = str(upcoming["specialty"].iloc[0])
+    org = str(upcoming["organization_id"].iloc[0])
+    base = {"start": start.date(), "end": end.date(), "capacity": 500}
+    by_specialty = runtime.worklist(WorklistRequest(**base, specialty=specialty), "w")
+    expected = set(upcoming.loc[upcoming["specialty"] == specialty, "appointment_id"])
+    assert {r.appointment_id for r in by_specialty.rows} == expected
+    by_org = runtime.worklist(WorklistRequest(**base, organization_id=org), "w")
+    expected = set(upcoming.loc[upcoming["organization_id"] == org, "appointment_id"])
+    assert {r.appointment_id for r in by_org.rows} == expected
+    nothing = runtime.worklist(WorklistRequest(**base, organization_id="ORG-NOPE"), "w")
+    assert nothing.rows == []
+
+
+def test_worklist_csv_has_a_header_and_one_line_per_row(runtime: Runtime, store: Store) -> None:
+    start, end = _window(store, days=2)
+    res = runtime.worklist(WorklistRequest(start=start.date(), end=end.date()), "w")
+    lines = worklist_csv(res.rows).splitlines()
+    assert lines[0].split(",")[0] == "appointment_id"
+    assert len(lines) == len(res.rows) + 1
+
+
+def test_contact_is_recorded_with_the_key_and_unknown_ids_are_404(
+    runtime: Runtime, store: Store
+) -> None:
+    upcoming = store.upcoming_appointments(pd.Timestamp("2000-01-01"), pd.Timestamp("2100-01-01"))
+    appointment_id = str(upcoming["appointment_id"].iloc[-1])
+    req = ContactRequest(appointment_id=appointment_id, channel="call", outcome="reached")
+    res = runtime.record_contact(req, "c1", key_id="key-unit")
+    assert res.appointment_id == appointment_id and res.request_id == "c1"
+    log = store.contacts([appointment_id])
+    assert "key-unit" in set(log["key_id"])
+    unknown = ContactRequest(appointment_id="A-NOPE-1", channel="text", outcome="no_answer")
+    with pytest.raises(RequestError) as err:
+        runtime.record_contact(unknown, "c2", key_id="key-unit")
+    assert err.value.status == 404 and "A-NOPE-1" not in err.value.message
+
+
+def test_reload_swaps_state_and_a_failed_reload_keeps_serving(
+    tmp_path: Path, store: Store, bundles: dict[str, Path], as_of: datetime
+) -> None:
+    ranker = Path(shutil.copytree(bundles["ranker"], tmp_path / "ranker"))
+    rt = Runtime(store.url, ranker, bundles["no_show"], now=as_of, store=store)
+    assert rt.load()
+    first = rt.state
+    (ranker / "VERSION").write_text("8\n")
+    ok = rt.reload(None, "r1")
+    assert ok.reloaded and ok.versions["ranker"] == "8" and rt.state is not first
+    second = rt.state
+    (ranker / "model.txt").write_text("garbage")
+    with pytest.raises(RequestError) as err:
+        rt.reload(None, "r2")
+    assert err.value.status == 409 and "ranker bundle" in err.value.message
+    assert rt.state is second and rt.versions()["ranker"] == "8"
