@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import bentoml
+from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -178,6 +179,8 @@ def handle(
         except Exception as exc:  # the answer still goes out; the failure is logged
             log.error("request %s: audit write failed (%s)", request_id, type(exc).__name__)
         log.info("request %s %s -> %s", request_id, endpoint, status)
+        if status == 200:
+            _count(endpoint, payload)
         return Outcome(status, {**payload, "request_id": request_id}, out_headers)
 
     try:
@@ -215,6 +218,47 @@ def handle(
         return done(500, {"error": "internal error; quote the request_id"})
     versions = runtime.versions()
     return done(200, result.model_dump(mode="json"))
+
+
+# Product counters beside BentoML's own request counts and latencies on /metrics.
+RISK_TIERS = Counter(
+    name="referral_ml_risk_tier_total",
+    documentation="Appointments scored, by endpoint and risk tier",
+    labelnames=["endpoint", "tier"],
+)
+EMPTY_RECOMMENDATIONS = Counter(
+    name="referral_ml_empty_recommendations_total",
+    documentation="Recommendations that found no candidate, by the filter that removed the last",
+    labelnames=["filter"],
+)
+
+
+# Phrases of features.retrieval's empty_reason, most specific first -> the filter's name.
+_EMPTY_PHRASES: Final = (
+    ("speaks", "language"),
+    ("of sex", "sex"),
+    ("in-network", "network"),
+    ("is accepting new patients", "accepting_new_patients"),
+    ("practises", "specialty"),
+    ("within", "distance"),
+)
+
+
+def empty_filter(reason: str | None) -> str:
+    """The filter named by an empty recommendation's reason ('other' when none matches)."""
+    text = reason or ""
+    return next((name for phrase, name in _EMPTY_PHRASES if phrase in text), "other")
+
+
+def _count(endpoint: str, payload: dict[str, Any]) -> None:
+    """Tiers scored and empty recommendations, for /metrics (labels carry no patient data)."""
+    if endpoint == "/recommend" and not payload.get("specialists"):
+        EMPTY_RECOMMENDATIONS.labels(filter=empty_filter(payload.get("empty_reason"))).inc()
+    rows = payload.get("predictions") or payload.get("rows") or []
+    for row in rows:
+        tier = row.get("tier") if isinstance(row, dict) else None
+        if tier in ("low", "medium", "high"):
+            RISK_TIERS.labels(endpoint=endpoint, tier=tier).inc()
 
 
 def _patient_id(req: Any) -> str | None:

@@ -323,3 +323,19 @@ def test_malformed_json_is_422(
     assert "Traceback" not in text_
     status, _, _ = _call(server, path, raw=raw, content_type=content_type)  # no key: 401 first
     assert status == 401
+
+
+def test_metrics_count_empty_recommendations_by_filter(server: Server) -> None:
+    # Given a referral no specialist can serve within 10 m
+    body = _referral(server)
+    body["referral"]["preferences"] = {"max_distance_km": 0.01}
+    status, _, text_ = _call(server, "/recommend", body, server.keys[Role.REFERRAL_UI])
+    assert status == 200 and json.loads(text_)["specialists"] == []
+    # Then /metrics counts it under the filter that emptied the list, with no patient data
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    line = next(
+        x for x in metrics.splitlines() if x.startswith("referral_ml_empty_recommendations_total{")
+    )
+    assert 'filter="distance"' in line and float(line.rsplit(" ", 1)[1]) >= 1
+    assert str(server.tables["patients"].iloc[0]["patient_id"]) not in metrics

@@ -273,3 +273,38 @@ def test_reload_swaps_state_and_a_failed_reload_keeps_serving(
         rt.reload(None, "r2")
     assert err.value.status == 409 and "ranker bundle" in err.value.message
     assert rt.state is second and rt.versions()["ranker"] == "8"
+
+
+@pytest.mark.parametrize(
+    "last, expected",
+    [
+        ("language", "language"),
+        ("sex", "sex"),
+        ("network", "network"),
+        ("accepting_new_patients", "accepting_new_patients"),
+        ("specialty", "specialty"),
+        ("distance", "distance"),
+    ],
+)
+def test_empty_recommendations_are_counted_by_the_filter_that_emptied_them(
+    last: str, expected: str
+) -> None:
+    # Given retrieval's own explanation for a list emptied by each filter
+    from features.retrieval import FILTERS, DirectoryIndex, RetrievalRequest
+    from serving.service import empty_filter
+
+    removed = dict.fromkeys(FILTERS, 0) | {last: 3}
+    req = RetrievalRequest(
+        latitude=41.9,
+        longitude=-87.6,
+        specialty="207RC0000X",
+        urgency="routine",
+        insurance_plan_id="P",
+        language="ko",
+        require_language=True,
+        sex="F",
+        require_sex=True,
+    )
+    reason = DirectoryIndex._empty_reason(req, removed, 40.0)
+    # Then the metrics label names that filter
+    assert empty_filter(reason) == expected
