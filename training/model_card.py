@@ -177,25 +177,38 @@ def _pretty(name: str) -> str:
 # ---------------------------------------------------------------- sections
 
 
-def _details(card: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+def _head_rows(
+    card: Mapping[str, Any], data: Mapping[str, Any], truth: str, records: str
+) -> list[list[str]]:
+    """Name, version, training time, kind and source of the data: the first rows of a card."""
     synthetic = data.get("synthetic")
     if synthetic is True:
-        kind = "synthetic (generated world with known true probabilities)"
+        kind = f"synthetic (generated world with known {truth})"
     elif synthetic is False:
-        kind = "own data (real appointments)"
+        kind = f"own data (real {records})"
     else:
         kind = "not recorded"
-    date_range = data.get("date_range")
-    if isinstance(date_range, Sequence) and not isinstance(date_range, str):
-        date_range = " .. ".join(_text(d) for d in date_range)
-    rows = [
+    return [
         ["Name", _cell(card.get("name"))],
         ["Version", _cell(card.get("version"))],
         ["Trained at", _cell(card.get("trained_at"))],
         ["Data", _cell(kind)],
         ["Data source", _cell(data.get("source"))],
+    ]
+
+
+def _date_range(data: Mapping[str, Any]) -> str:
+    value = data.get("date_range")
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        value = " .. ".join(_text(d) for d in value)
+    return _cell(value)
+
+
+def _details(card: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    rows = _head_rows(card, data, "true probabilities", "appointments")
+    rows += [
         ["Labelled rows", _count(data.get("rows"))],
-        ["Date range", _cell(date_range)],
+        ["Date range", _date_range(data)],
         ["No-show rate", _num(data.get("no_show_rate"))],
     ]
     windows = _mapping(data.get("windows"))
@@ -491,25 +504,11 @@ WITH_INTERVAL = ("ndcg@5", "oracle.ndcg@5")  # shown as mean [95% CI]
 def _ranker_details(
     card: Mapping[str, Any], data: Mapping[str, Any], metrics: Mapping[str, Any]
 ) -> list[str]:
-    synthetic = data.get("synthetic")
-    if synthetic is True:
-        kind = "synthetic (generated world with known true match utility)"
-    elif synthetic is False:
-        kind = "own data (real referrals)"
-    else:
-        kind = "not recorded"
-    date_range = data.get("date_range")
-    if isinstance(date_range, Sequence) and not isinstance(date_range, str):
-        date_range = " .. ".join(_text(d) for d in date_range)
-    rows = [
-        ["Name", _cell(card.get("name"))],
-        ["Version", _cell(card.get("version"))],
-        ["Trained at", _cell(card.get("trained_at"))],
-        ["Data", _cell(kind)],
-        ["Data source", _cell(data.get("source"))],
+    rows = _head_rows(card, data, "true match utility", "referrals")
+    rows += [
         ["Referrals", _count(data.get("referrals"))],
         ["Candidate pairs", _count(data.get("pairs"))],
-        ["Date range", _cell(date_range)],
+        ["Date range", _date_range(data)],
     ]
     windows = _mapping(data.get("windows")) or _mapping(metrics.get("_windows"))
     for name, value in windows.items():

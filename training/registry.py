@@ -182,56 +182,62 @@ def experiment(name: str) -> str:
     return str(found.experiment_id)
 
 
-class BundleModel(PythonModel):
-    """pyfunc wrapper of a bundle: flat appointment rows in, appointment_id/risk/tier out.
+class _BundlePyfunc(PythonModel):
+    """pyfunc wrapper that loads a bundle from the model's artifacts (`_load`) and answers with
+    `_answer(model, input)`."""
+
+    def __init__(self) -> None:
+        self._model: Any = None
+
+    @staticmethod
+    def _load(directory: Path) -> Any:
+        raise NotImplementedError
+
+    def _answer(self, model: Any, model_input: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def load_context(self, context: PythonModelContext) -> None:
+        self._model = self._load(Path(context.artifacts[BUNDLE_ARTIFACT]))
+
+    def predict(
+        self,
+        context: PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        if self._model is None:
+            raise RuntimeError(f"{type(self).__name__} used before load_context")
+        return self._answer(self._model, model_input)
+
+
+class BundleModel(_BundlePyfunc):
+    """pyfunc wrapper of a no-show bundle: flat appointment rows in, appointment_id/risk/tier out.
 
     Only the flat columns are available through pyfunc, so history features take their
     no-history defaults (events=None).
     """
 
-    def __init__(self) -> None:
-        self._predictor: NoShowPredictor | None = None
+    _load = staticmethod(NoShowPredictor.load)
 
-    def load_context(self, context: PythonModelContext) -> None:
-        self._predictor = NoShowPredictor.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
-
-    def predict(
-        self,
-        context: PythonModelContext | None,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        if self._predictor is None:
-            raise RuntimeError("BundleModel used before load_context")
-        risk = self._predictor.predict(model_input, None)
+    def _answer(self, model: NoShowPredictor, model_input: pd.DataFrame) -> pd.DataFrame:
+        risk = model.predict(model_input, None)
         return pd.DataFrame(
             {
                 "appointment_id": model_input["appointment_id"].to_numpy(),
                 "risk": risk,
-                "tier": self._predictor.tier(risk),
+                "tier": model.tier(risk),
             }
         )
 
 
-class RankerBundleModel(PythonModel):
+class RankerBundleModel(_BundlePyfunc):
     """pyfunc wrapper of a ranker bundle: pair-feature rows in, one `score` per row out
     (higher ranks first within a referral)."""
 
-    def __init__(self) -> None:
-        self._ranker: SpecialistRanker | None = None
+    _load = staticmethod(SpecialistRanker.load)
 
-    def load_context(self, context: PythonModelContext) -> None:
-        self._ranker = SpecialistRanker.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
-
-    def predict(
-        self,
-        context: PythonModelContext | None,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        if self._ranker is None:
-            raise RuntimeError("RankerBundleModel used before load_context")
-        return pd.DataFrame({"score": self._ranker.score(model_input)})
+    def _answer(self, model: SpecialistRanker, model_input: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"score": model.score(model_input)})
 
 
 def log_bundle(

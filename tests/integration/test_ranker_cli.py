@@ -84,6 +84,15 @@ def test_train_promote_refuse_and_recommend(model_world: Path, tmp_path: Path) -
         "model_card.md",
     } <= reports
     assert client.list_artifacts(run_id, "evaluation")
+    # And the registered pyfunc model scores pair-feature rows (closer scores no lower)
+    from training.ranker import MODEL_FEATURES
+
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    pyfunc = mlflow.pyfunc.load_model("models:/specialist-ranker/1")
+    rows = pd.DataFrame([dict.fromkeys(MODEL_FEATURES, 1.0)] * 2).assign(distance_km=[40.0, 2.0])
+    scores = pyfunc.predict(rows)["score"].to_numpy()
+    assert len(scores) == 2 and np.isfinite(scores).all() and scores[1] >= scores[0]
 
     # When version 1 asks for promotion, it passes every gate
     first = cli("promote", "ranker", "--tracking-uri", store, cwd=tmp_path)

@@ -11,6 +11,7 @@ import pytest
 
 from features.contract import TABLES
 from features.ranking import PAIR_FEATURES, BookingIndex, RankingContext, pair_features
+from tests.unit.pair_fixtures import patient_pairs
 from training.ranker import _groups, ndcg_at
 
 pytestmark = pytest.mark.unit
@@ -22,21 +23,7 @@ def tables(small_world: Path) -> dict[str, pd.DataFrame]:
 
 
 def _pairs(tables: dict[str, pd.DataFrame], as_of: str) -> pd.DataFrame:
-    pt = tables["patients"].iloc[:50]
-    return pd.DataFrame(
-        {
-            "specialist_row": np.arange(50) % len(tables["specialists"]),
-            "as_of": pd.Timestamp(as_of),
-            "latitude": pt["latitude"].to_numpy(),
-            "longitude": pt["longitude"].to_numpy(),
-            "insurance_plan_id": pt["insurance_plan_id"].to_numpy(),
-            "reason_code": "I50.9",
-            "urgency": "routine",
-            "language": pt["preferred_language"].to_numpy(),
-            "sex": pt["sex"].to_numpy(),
-            "patient_id": pt["patient_id"].to_numpy(),
-        }
-    )
+    return patient_pairs(tables["patients"], np.arange(50) % len(tables["specialists"]), as_of)
 
 
 def test_pair_features_ignore_outcomes_after_the_referral_time(

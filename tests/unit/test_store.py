@@ -19,6 +19,7 @@ from features.retrieval import DirectoryIndex, RetrievalRequest
 from serving import keys
 from serving.keys import Role
 from serving.store import DATA_MODELS, UPCOMING_COLUMNS, Store, hash_id
+from tests.unit.pair_fixtures import patient_pairs
 
 pytestmark = pytest.mark.unit
 
@@ -199,22 +200,9 @@ def _context(t: dict[str, pd.DataFrame]) -> RankingContext:
 
 def _pairs(t: dict[str, pd.DataFrame], specialist_ids: np.ndarray, as_of: str) -> pd.DataFrame:
     """Pairs of the first patients with the given specialists, rows in t's specialist order."""
-    pt = t["patients"].sort_values("patient_id").iloc[: len(specialist_ids)]
     row_of = pd.Series(np.arange(len(t["specialists"])), index=t["specialists"]["specialist_id"])
-    return pd.DataFrame(
-        {
-            "specialist_row": row_of[specialist_ids].to_numpy(),
-            "as_of": pd.Timestamp(as_of),
-            "latitude": pt["latitude"].to_numpy(),
-            "longitude": pt["longitude"].to_numpy(),
-            "insurance_plan_id": pt["insurance_plan_id"].to_numpy(),
-            "reason_code": "I50.9",
-            "urgency": "routine",
-            "language": pt["preferred_language"].to_numpy(),
-            "sex": pt["sex"].to_numpy(),
-            "patient_id": pt["patient_id"].to_numpy(),
-        }
-    )
+    patients = t["patients"].sort_values("patient_id")
+    return patient_pairs(patients, row_of[specialist_ids].to_numpy(), as_of)
 
 
 @pytest.mark.parametrize("as_of", ["2024-06-01", "2030-01-01"])
