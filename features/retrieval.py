@@ -328,7 +328,7 @@ class DirectoryIndex:
     def _empty_reason(req: RetrievalRequest, removed: dict[str, int], radius: float) -> str:
         spec = specialties().get(req.specialty)
         who = f"{spec.name} ({req.specialty})" if spec is not None else req.specialty
-        where = f"within {radius:.0f} km"
+        where = f"within {radius:.0f} km" if radius >= 10 else f"within {radius:g} km"
         widen = (
             "widen max_distance_km"
             if req.max_distance_km is not None and req.max_distance_km < MAX_RADIUS_KM

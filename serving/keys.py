@@ -22,13 +22,15 @@ import re
 import secrets
 import threading
 import time
-from enum import StrEnum
 from typing import Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from serving.schemas import Role
 from serving.store import ApiKey, Store, utcnow
+
+__all__ = ["Role", "clear_cache", "create_key", "list_keys", "revoke", "verify"]
 
 PREFIX: Final = "rml"
 CACHE_SECONDS: Final = 300.0
@@ -39,14 +41,6 @@ SCRYPT_R: Final = 8
 SCRYPT_P: Final = 1
 _DKLEN: Final = 32
 _SECRET_RE: Final = re.compile(rf"^{PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}})$")
-
-
-class Role(StrEnum):
-    """What a key may call: recommend; risk and worklist; reload, model info and keys."""
-
-    REFERRAL_UI = "referral_ui"
-    OUTREACH = "outreach"
-    ADMIN = "admin"
 
 
 def _b64(data: bytes) -> str:

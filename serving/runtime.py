@@ -29,18 +29,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import make_url
 
+from serving import keys
 from serving.schemas import (
     ContactRequest,
     ContactResponse,
+    CreatedKey,
+    CreateKeyRequest,
+    KeyInfo,
+    KeyListResponse,
     ModelInfo,
     ModelInfoResponse,
     NoShowRiskRequest,
     NoShowRiskResponse,
     RecommendRequest,
     RecommendResponse,
+    ReloadResponse,
+    RevokedKey,
+    RevokeKeyRequest,
     RiskRow,
     WorklistRequest,
     WorklistResponse,
@@ -85,16 +92,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-class ReloadResponse(BaseModel):
-    """POST /admin/reload: the models now being served."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reloaded: bool
-    versions: dict[str, str]
-    request_id: str
 
 
 def bundle_version(directory: Path) -> str:
@@ -372,8 +369,42 @@ class Runtime:
             raise RequestError(503, f"reload failed, not ready: {reason}")
         return ReloadResponse(reloaded=True, versions=self.versions(), request_id=request_id)
 
-    def model_info(self) -> ModelInfoResponse:
-        return ModelInfoResponse(models=list(self.state.models))
+    def model_info(self, _req: Any, request_id: str) -> ModelInfoResponse:
+        return ModelInfoResponse(models=list(self.state.models), request_id=request_id)
+
+    # -- API keys (admin; they work whether or not the models are loaded) -------------------------
+
+    def list_keys(self, _req: Any, request_id: str) -> KeyListResponse:
+        """Every key's id, role and dates, oldest first (never a hash or a secret)."""
+        rows = [KeyInfo.model_validate(row) for row in keys.list_keys(self.store)]
+        return KeyListResponse(keys=rows, request_id=request_id)
+
+    def create_key(self, req: CreateKeyRequest, request_id: str) -> CreatedKey:
+        key_id, secret = keys.create_key(self.store, req.role)
+        created = next(k for k in keys.list_keys(self.store) if k["key_id"] == key_id)
+        return CreatedKey(
+            key_id=key_id,
+            role=req.role,
+            secret=secret,
+            created_at=created["created_at"],  # type: ignore[arg-type]
+            request_id=request_id,
+        )
+
+    def revoke_key(self, req: RevokeKeyRequest, request_id: str) -> RevokedKey:
+        """Revoke a key at once (every worker); 404 for no such active key, 409 when it is the
+        last active admin key (which would lock administration out of the API)."""
+        active = [k for k in keys.list_keys(self.store) if k["revoked_at"] is None]
+        target = next((k for k in active if k["key_id"] == req.key_id), None)
+        if target is None:
+            raise RequestError(404, "no such active key")
+        admins = [k for k in active if k["role"] == keys.Role.ADMIN.value]
+        if target["role"] == keys.Role.ADMIN.value and len(admins) == 1:
+            raise RequestError(
+                409, "this is the last active admin key: create another admin key first"
+            )
+        if not keys.revoke(self.store, req.key_id):
+            raise RequestError(404, "no such active key")
+        return RevokedKey(key_id=req.key_id, revoked=True, request_id=request_id)
 
     def versions(self) -> dict[str, str]:
         """The loaded models' versions ({} when not ready)."""

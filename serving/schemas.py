@@ -75,6 +75,8 @@ MAX_ID_CHARS: Final = 64
 MAX_APPOINTMENT_DISTANCE_KM: Final = 20_000.0  # half the Earth's circumference, roughly
 ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 _ID_RE: Final = re.compile(ID_PATTERN)
+KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}$"
+_KEY_ID_RE: Final = re.compile(KEY_ID_PATTERN)
 
 UNKNOWN_PLAN_WARNING: Final = (
     "the insurance plan is not in the directory: no network claims made "
@@ -91,6 +93,14 @@ UNKNOWN_REASON_CATEGORY_WARNING: Final = (
 
 
 # --------------------------------------------------------------------------- enums
+
+
+class Role(StrEnum):
+    """What an API key may call: recommend; risk and worklist; reload, model info and keys."""
+
+    REFERRAL_UI = "referral_ui"
+    OUTREACH = "outreach"
+    ADMIN = "admin"
 
 
 class Sex(StrEnum):
@@ -229,6 +239,12 @@ def _check_id(v: str) -> str:
     return v
 
 
+def _check_key_id(v: str) -> str:
+    if not _KEY_ID_RE.match(v):
+        raise PydanticCustomError("bad_key_id", "must be a key id: 16 lowercase hex digits")
+    return v
+
+
 def _check_npi(v: str) -> str:
     if not is_valid_npi(v):
         raise PydanticCustomError(
@@ -327,14 +343,16 @@ class _Model(BaseModel):
 
 # --------------------------------------------------------------------------- /recommend
 
+# The examples' ids (plan, patient, appointment, specialist) are those of the demo world
+# (`make demo`: medium, seed 7), so the OpenAPI examples work against it as they stand.
 _PATIENT_EXAMPLE: Final[JsonDict] = {
     "age": 67,
     "sex": "F",
     "language": "es",
     "latitude": 41.8781,
     "longitude": -87.6298,
-    "insurance_plan_id": "PLAN-0007",
-    "patient_id": "P-000123",
+    "insurance_plan_id": "PLN-B-PPO",
+    "patient_id": "PT0024700",
 }
 _REFERRAL_EXAMPLE: Final[JsonDict] = {
     "patient": _PATIENT_EXAMPLE,
@@ -537,17 +555,17 @@ def match_response(
 # --------------------------------------------------------------------------- /no_show_risk
 
 _APPOINTMENT_EXAMPLE: Final[JsonDict] = {
-    "appointment_id": "A-2025-000001",
-    "patient_id": "P-000123",
+    "appointment_id": "AP00114000",
+    "patient_id": "PT0024700",
     "age": 67,
     "sex": "F",
     "language": "es",
-    "insurance_plan_id": "PLAN-0007",
+    "insurance_plan_id": "PLN-B-PPO",
     "payer_type": "medicare",
-    "specialist_id": "1234567893",
+    "specialist_id": "1315150122",
     "specialty": "207RC0000X",
-    "booked_at": "2025-03-03T10:15:00",
-    "appointment_at": "2025-03-17T09:00:00",
+    "booked_at": "2025-06-19T22:41:00",
+    "appointment_at": "2025-07-01T08:00:00",
     "urgency": "routine",
     "referral_type": "provider",
     "visit_kind": "new",
@@ -709,8 +727,8 @@ class WorklistRequest(_Model):
         json_schema_extra={
             "examples": [
                 {
-                    "start": "2025-03-17",
-                    "end": "2025-03-21",
+                    "start": "2025-07-01",
+                    "end": "2025-07-03",
                     "specialty": "207RC0000X",
                     "capacity": 40,
                     "format": "json",
@@ -788,7 +806,7 @@ class ContactRequest(_Model):
         json_schema_extra={
             "examples": [
                 {
-                    "appointment_id": "A-2025-000001",
+                    "appointment_id": "AP00114000",
                     "channel": "call",
                     "outcome": "transport_arranged",
                     "note": "ride booked for 8:15",
@@ -822,6 +840,84 @@ class ModelInfo(_Model):
 
 class ModelInfoResponse(_Model):
     models: list[ModelInfo]
+    request_id: str
+
+
+# --------------------------------------------------------------------------- /admin
+
+
+class ReloadResponse(_Model):
+    """POST /admin/reload: the models now being served."""
+
+    reloaded: bool
+    versions: dict[str, str]
+    request_id: str
+
+
+class CreateKeyRequest(_Model):
+    """POST /admin/keys: a new key for this role (its secret is shown once, in the answer)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "outreach"}]})
+
+    role: Role
+
+
+class CreatedKey(_Model):
+    key_id: str
+    role: Role
+    secret: str = Field(description="Shown once: only its hash is stored")
+    created_at: datetime
+    request_id: str
+
+
+class KeyInfo(_Model):
+    key_id: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyListResponse(_Model):
+    keys: list[KeyInfo]
+    request_id: str
+
+
+class RevokeKeyRequest(_Model):
+    """DELETE /admin/keys/{key_id} (the path parameter, validated like a body)."""
+
+    key_id: Annotated[
+        str,
+        AfterValidator(_check_key_id),
+        WithJsonSchema({"type": "string", "pattern": KEY_ID_PATTERN}),
+    ]
+
+
+class RevokedKey(_Model):
+    key_id: str
+    revoked: bool
+    request_id: str
+
+
+# --------------------------------------------------------------------------- errors (bodies)
+
+
+class Problem(_Model):
+    field: str = Field(description="Dotted path of the field, or 'body'")
+    problem: str = Field(description="What is allowed (the submitted value is never echoed)")
+
+
+class ValidationErrorResponse(_Model):
+    """422: every problem found, each naming its field."""
+
+    errors: list[Problem]
+    request_id: str
+
+
+class ErrorResponse(_Model):
+    """401, 403, 404, 409, 413, 503 (and 500, which quotes the request_id for the logs)."""
+
+    error: str
+    request_id: str
 
 
 # --------------------------------------------------------------------------- errors

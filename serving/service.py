@@ -11,30 +11,34 @@ Configuration (environment variables, read once when a worker starts):
     REFERRAL_ML_NOW          optional ISO date-time used as "now" (a synthetic world's as_of);
                              default: the wall clock
     REFERRAL_ML_AUDIT_SALT   optional key of the audit hashes (see serving.store)
+    REFERRAL_ML_CORS_ORIGINS optional comma-separated origins allowed by CORS (default: CORS off)
+    REFERRAL_ML_MAX_BODY_BYTES  request body limit (default 4 MiB; over it: 413)
 
-Endpoints:
+Endpoints (`ENDPOINTS`; the OpenAPI document at GET /docs.json, `serving.openapi`):
 
-    POST /recommend      roles referral_ui, admin    RecommendRequest -> RecommendResponse
-    POST /no_show_risk   roles outreach, admin       NoShowRiskRequest -> NoShowRiskResponse
-    GET  /model_info     role admin                  ModelInfoResponse
-    POST /outreach/worklist  roles outreach, admin   WorklistRequest -> WorklistResponse
-                             (format "csv": the same rows as text/csv, one line per row)
-    POST /outreach/contact   roles outreach, admin   ContactRequest -> ContactResponse
-                             (404 {"error": "no such appointment"} for an unknown id)
-    POST /admin/reload       role admin              -> {"reloaded": true, "versions": ...};
-                             409 (old models keep serving) or 503 (not ready) with the reason
-    GET  /livez, /readyz (BentoML's own; /readyz is 503 until the models and store are loaded)
+    POST   /recommend            referral_ui, admin   RecommendRequest -> RecommendResponse
+    POST   /no_show_risk         outreach, admin      NoShowRiskRequest -> NoShowRiskResponse
+    POST   /outreach/worklist    outreach, admin      WorklistRequest -> WorklistResponse
+                                                      (format "csv": the same rows as text/csv)
+    POST   /outreach/contact     outreach, admin      ContactRequest -> ContactResponse (404)
+    GET    /model_info           admin                ModelInfoResponse
+    POST   /admin/reload         admin                ReloadResponse; 409 (old models keep
+                                                      serving) or 503 (not ready) with the reason
+    GET    /admin/keys           admin                KeyListResponse (no secrets, no hashes)
+    POST   /admin/keys           admin                CreateKeyRequest -> 201 CreatedKey (secret
+                                                      shown once)
+    DELETE /admin/keys/{key_id}  admin                RevokedKey; 404; 409 for the last admin key
+    GET    /livez, /readyz (503 with the reason until the models and the store are loaded),
+           /metrics (Prometheus), /docs.json
 
-Every request carries ``Authorization: Bearer <secret>`` (or ``X-API-Key: <secret>``): 401 without
-a valid key, 403 when the key's role may not call the endpoint. The JSON body is validated here
+Every API request carries ``Authorization: Bearer <secret>`` (or ``X-API-Key: <secret>``): 401
+without a valid key, 403 when the key's role may not call the endpoint. Bodies are validated here
 with the pydantic models of `serving.schemas` (not by BentoML), so a bad request is a 422 with
-``{"errors": [{"field": ..., "problem": ...}]}`` that never echoes submitted values. A POST body
-that is not valid JSON is a 422 ``{"errors": [{"field": "body", "problem": "not valid JSON"}]}``
-(after the key and role checks): `InvalidJsonMiddleware` answers it before BentoML's own parsing,
-which would otherwise fail with a 500. Each
-request gets a request id (uuid4 hex), returned in the body and in ``X-Request-ID``, and writes
-one audit row (key id, role, endpoint, hashed patient id, model versions, status). Logs carry the
-request id only. 503 while not ready.
+``{"errors": [{"field": ..., "problem": ...}]}`` that never echoes submitted values; a body that
+is not valid JSON is a 422 on field "body" and a body over the limit a 413, both answered by
+`GatewayMiddleware` after the key and role checks. Each request gets a request id (uuid4 hex),
+returned in the body and in ``X-Request-ID``, and writes one audit row (key id, role, endpoint,
+hashed patient id, model versions, status). Logs carry the request id only. 503 while not ready.
 """
 
 from __future__ import annotations
@@ -43,11 +47,11 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import bentoml
 from prometheus_client import Counter
@@ -61,11 +65,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.keys import Role, verify
+from serving.openapi import openapi_document
 from serving.runtime import NotReadyError, RequestError, Runtime
 from serving.schemas import (
     ContactRequest,
+    CreateKeyRequest,
     NoShowRiskRequest,
     RecommendRequest,
+    RevokeKeyRequest,
     WorklistFormat,
     WorklistRequest,
     WorklistResponse,
@@ -80,6 +87,7 @@ ENV_STORE: Final = "REFERRAL_ML_STORE"
 ENV_RANKER_DIR: Final = "REFERRAL_ML_RANKER_DIR"
 ENV_NO_SHOW_DIR: Final = "REFERRAL_ML_NO_SHOW_DIR"
 ENV_NOW: Final = "REFERRAL_ML_NOW"
+ENV_CORS_ORIGINS: Final = "REFERRAL_ML_CORS_ORIGINS"
 DEFAULT_RANKER_DIR: Final = "models/ranker"
 DEFAULT_NO_SHOW_DIR: Final = "models/no_show"
 REQUEST_ID_HEADER: Final = "X-Request-ID"
@@ -90,13 +98,9 @@ ADMIN_ROLES: Final = frozenset({Role.ADMIN})
 OUTREACH_ROLES: Final = NO_SHOW_ROLES
 INVALID_JSON: Final = object()  # the body of a request that is not valid JSON
 INVALID_JSON_ERRORS: Final = [{"field": "body", "problem": "not valid JSON"}]
-# POST endpoints with a JSON body -> their roles (for the invalid-JSON answer)
-JSON_ENDPOINTS: Final[dict[str, frozenset[Role]]] = {
-    "/recommend": RECOMMEND_ROLES,
-    "/no_show_risk": NO_SHOW_ROLES,
-    "/outreach/worklist": OUTREACH_ROLES,
-    "/outreach/contact": OUTREACH_ROLES,
-}
+TOO_LARGE: Final = object()  # the body of a request over MAX_BODY_BYTES
+# 5,000 appointments (the most /no_show_risk takes) are about 2.3 MB of JSON.
+MAX_BODY_BYTES: Final = int(os.environ.get("REFERRAL_ML_MAX_BODY_BYTES", 4 * 1024 * 1024))
 
 
 def runtime_from_env(env: dict[str, str] | None = None) -> Runtime:
@@ -151,6 +155,7 @@ def handle(
     *,
     with_key: bool = False,
     require_ready: bool = True,
+    success: int = 200,
 ) -> Outcome:
     """Authenticate, authorise, validate, run and audit one request (framework-free).
 
@@ -179,7 +184,7 @@ def handle(
         except Exception as exc:  # the answer still goes out; the failure is logged
             log.error("request %s: audit write failed (%s)", request_id, type(exc).__name__)
         log.info("request %s %s -> %s", request_id, endpoint, status)
-        if status == 200:
+        if status == success:
             _count(endpoint, payload)
         return Outcome(status, {**payload, "request_id": request_id}, out_headers)
 
@@ -195,6 +200,8 @@ def handle(
     if role not in roles:
         return done(403, {"error": f"the key's role may not call {endpoint}"})
     req: Any = None
+    if body is TOO_LARGE:
+        return done(413, {"error": _too_large_message()})
     if body is INVALID_JSON:
         return done(422, {"errors": INVALID_JSON_ERRORS})
     if model is not None:
@@ -217,7 +224,7 @@ def handle(
         log.error("request %s: %s failed (%s)", request_id, endpoint, type(exc).__name__)
         return done(500, {"error": "internal error; quote the request_id"})
     versions = runtime.versions()
-    return done(200, result.model_dump(mode="json"))
+    return done(success, result.model_dump(mode="json"))
 
 
 # Product counters beside BentoML's own request counts and latencies on /metrics.
@@ -271,24 +278,89 @@ def _patient_id(req: Any) -> str | None:
     return None
 
 
-# The worker's service instance, for the plain Starlette route below (one instance per worker).
+# --------------------------------------------------------------------------- routing
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint: who may call it, what its request is, which Runtime method answers it."""
+
+    method: str
+    path: str  # Starlette syntax for a path parameter: /admin/keys/{key_id}
+    roles: frozenset[Role]
+    model: type[BaseModel] | None  # validates the JSON body (or the path parameters)
+    action: str  # the Runtime method, called as (req, request_id[, key_id=])
+    body: str = "none"  # "json", "path" (the path parameters are the request) or "none"
+    with_key: bool = False
+    require_ready: bool = True
+    success: int = 200
+
+    def run(self, runtime: Runtime) -> Callable[..., BaseModel]:
+        return cast(Callable[..., BaseModel], getattr(runtime, self.action))
+
+
+ENDPOINTS: Final = (
+    Endpoint("POST", "/recommend", RECOMMEND_ROLES, RecommendRequest, "recommend", "json"),
+    Endpoint("POST", "/no_show_risk", NO_SHOW_ROLES, NoShowRiskRequest, "no_show_risk", "json"),
+    Endpoint("POST", "/outreach/worklist", OUTREACH_ROLES, WorklistRequest, "worklist", "json"),
+    Endpoint(
+        "POST",
+        "/outreach/contact",
+        OUTREACH_ROLES,
+        ContactRequest,
+        "record_contact",
+        "json",
+        with_key=True,
+    ),
+    Endpoint("GET", "/model_info", ADMIN_ROLES, None, "model_info"),
+    Endpoint("POST", "/admin/reload", ADMIN_ROLES, None, "reload", require_ready=False),
+    Endpoint("GET", "/admin/keys", ADMIN_ROLES, None, "list_keys", require_ready=False),
+    Endpoint(
+        "POST",
+        "/admin/keys",
+        ADMIN_ROLES,
+        CreateKeyRequest,
+        "create_key",
+        "json",
+        require_ready=False,
+        success=201,
+    ),
+    Endpoint(
+        "DELETE",
+        "/admin/keys/{key_id}",
+        ADMIN_ROLES,
+        RevokeKeyRequest,
+        "revoke_key",
+        "path",
+        require_ready=False,
+    ),
+)
+# (method, path) -> endpoint, for the endpoints whose body is JSON (the body guard's checks)
+JSON_ENDPOINTS: Final = {(e.method, e.path): e for e in ENDPOINTS if e.body == "json"}
+
+
+def dispatch(runtime: Runtime, endpoint: Endpoint, headers: Any, body: Any) -> Outcome:
+    """`handle` for one of ENDPOINTS."""
+    return handle(
+        runtime,
+        endpoint.path,
+        endpoint.roles,
+        headers,
+        body,
+        endpoint.model,
+        endpoint.run(runtime),
+        with_key=endpoint.with_key,
+        require_ready=endpoint.require_ready,
+        success=endpoint.success,
+    )
+
+
+# The worker's service instance, for the plain Starlette routes below (one instance per worker).
 _instance: ReferralService | None = None
 
 
-def _model_info_endpoint(request: Request) -> JSONResponse:
-    if _instance is None:
-        return JSONResponse({"error": "the service is not ready"}, status_code=503)
-    runtime = _instance.runtime
-    outcome = handle(
-        runtime,
-        "/model_info",
-        ADMIN_ROLES,
-        request.headers,
-        None,
-        None,
-        lambda _req, _rid: runtime.model_info(),
-    )
-    return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
+def _not_ready() -> JSONResponse:
+    return JSONResponse({"error": "the service is not ready"}, status_code=503)
 
 
 async def _json_body(request: Request) -> Any:
@@ -304,126 +376,86 @@ def _respond(outcome: Outcome) -> JSONResponse:
     return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
 
 
-async def _worklist_endpoint(request: Request) -> Response:
-    if _instance is None:
-        return JSONResponse({"error": "the service is not ready"}, status_code=503)
-    runtime = _instance.runtime
-    body = await _json_body(request)
-    outcome = await run_in_threadpool(
-        handle,
-        runtime,
-        "/outreach/worklist",
-        OUTREACH_ROLES,
-        request.headers,
-        body,
-        WorklistRequest,
-        runtime.worklist,
+def _csv_response(outcome: Outcome) -> Response:
+    """A 200 worklist as text/csv (same rows, same headers)."""
+    payload = {k: v for k, v in outcome.body.items() if k != "request_id"}
+    rows = WorklistResponse.model_validate({**payload, "request_id": ""}).rows
+    return Response(
+        worklist_csv(rows), media_type="text/csv; charset=utf-8", headers=outcome.headers
     )
-    wants_csv = isinstance(body, dict) and body.get("format") == WorklistFormat.CSV.value
-    if outcome.status == 200 and wants_csv:
-        payload = {k: v for k, v in outcome.body.items() if k != "request_id"}
-        rows = WorklistResponse.model_validate({**payload, "request_id": ""}).rows
-        return Response(
-            worklist_csv(rows), media_type="text/csv; charset=utf-8", headers=outcome.headers
+
+
+def _starlette_route(endpoint: Endpoint) -> Route:
+    async def answer(request: Request) -> Response:
+        if _instance is None:
+            return _not_ready()
+        body: Any = None
+        if endpoint.body == "json":
+            body = await _json_body(request)
+        elif endpoint.body == "path":
+            body = dict(request.path_params)
+        outcome = await run_in_threadpool(
+            dispatch, _instance.runtime, endpoint, request.headers, body
         )
-    return _respond(outcome)
+        wants_csv = isinstance(body, dict) and body.get("format") == WorklistFormat.CSV.value
+        if endpoint.action == "worklist" and outcome.status == 200 and wants_csv:
+            return _csv_response(outcome)
+        return _respond(outcome)
+
+    return Route(endpoint.path, answer, methods=[endpoint.method])
 
 
-async def _contact_endpoint(request: Request) -> JSONResponse:
-    if _instance is None:
-        return JSONResponse({"error": "the service is not ready"}, status_code=503)
-    runtime = _instance.runtime
-    body = await _json_body(request)
-
-    def run() -> Outcome:
-        return handle(
-            runtime,
-            "/outreach/contact",
-            OUTREACH_ROLES,
-            request.headers,
-            body,
-            ContactRequest,
-            runtime.record_contact,
-            with_key=True,
-        )
-
-    return _respond(await run_in_threadpool(run))
+# /recommend and /no_show_risk are BentoML APIs (below); the others are plain Starlette routes.
+_BENTO_APIS: Final = frozenset({"/recommend", "/no_show_risk"})
+admin_app = Starlette(routes=[_starlette_route(e) for e in ENDPOINTS if e.path not in _BENTO_APIS])
 
 
-async def _reload_endpoint(request: Request) -> JSONResponse:
-    if _instance is None:
-        return JSONResponse({"error": "the service is not ready"}, status_code=503)
-    runtime = _instance.runtime
+class GatewayMiddleware:
+    """In front of every route (BentoML's included):
 
-    def run() -> Outcome:
-        return handle(
-            runtime,
-            "/admin/reload",
-            ADMIN_ROLES,
-            request.headers,
-            None,
-            None,
-            runtime.reload,
-            require_ready=False,
-        )
-
-    return _respond(await run_in_threadpool(run))
-
-
-admin_app = Starlette(
-    routes=[
-        Route("/model_info", _model_info_endpoint, methods=["GET"]),
-        Route("/outreach/worklist", _worklist_endpoint, methods=["POST"]),
-        Route("/outreach/contact", _contact_endpoint, methods=["POST"]),
-        Route("/admin/reload", _reload_endpoint, methods=["POST"]),
-    ]
-)
-
-
-class InvalidJsonMiddleware:
-    """Answers a POST to a JSON endpoint whose body is not valid JSON with the usual 422
-    (through `handle`: key and role checked, audited) instead of BentoML's 500. Other requests
-    pass through with their body replayed unchanged."""
+    * a body over MAX_BODY_BYTES is a 413 (by its Content-Length, else counted as it arrives;
+      never buffered beyond the limit);
+    * a POST to a JSON endpoint whose body is not valid JSON is the usual 422, instead of
+      BentoML's 500 for the two BentoML APIs;
+    * both answers go through `handle` (key and role checked first, audited) for a known
+      endpoint; the body is replayed unchanged to the route otherwise;
+    * GET /docs.json is this service's own OpenAPI document (`serving.openapi`): the request
+      models it describes are the ones `handle` validates (BentoML's would describe ``Any``);
+    * GET /readyz is a 503 with the reason while the models or the store are not loaded.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or scope.get("method") != "POST" or path not in JSON_ENDPOINTS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        raw = b"".join(chunks)
-        try:
-            if raw.strip():
-                json.loads(raw)
-            valid = True
-        except ValueError:
-            valid = False
-        if not valid and _instance is not None:
-            outcome = await run_in_threadpool(
-                handle,
-                _instance.runtime,
-                path,
-                JSON_ENDPOINTS[path],
-                Headers(scope=scope),
-                INVALID_JSON,
-                None,
-                _never,
-            )
-            await _respond(outcome)(scope, receive, send)
+        method, path = scope.get("method", ""), scope.get("path", "")
+        if method == "GET" and path == "/docs.json":
+            await JSONResponse(openapi_document())(scope, receive, send)
             return
-        if not valid:
-            response = JSONResponse({"errors": INVALID_JSON_ERRORS}, status_code=422)
-            await response(scope, receive, send)
+        if method == "GET" and path == "/readyz" and _instance is not None:
+            runtime = _instance.runtime
+            if not runtime.ready:
+                reason = runtime.not_ready_reason or "not loaded"
+                response = JSONResponse({"ready": False, "reason": reason}, status_code=503)
+                await response(scope, receive, send)
+                return
+        if method not in ("POST", "PUT", "PATCH", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        endpoint = JSON_ENDPOINTS.get((method, path))
+        headers = Headers(scope=scope)
+        raw = await _read_bounded(headers, receive, MAX_BODY_BYTES)
+        if raw is None:  # the client went away
+            return
+        if raw is TOO_LARGE:
+            await self._reject(endpoint, headers, TOO_LARGE, scope, receive, send)
+            return
+        assert isinstance(raw, bytes)
+        if endpoint is not None and not _is_json(raw):
+            await self._reject(endpoint, headers, INVALID_JSON, scope, receive, send)
             return
         replayed = False
 
@@ -436,13 +468,89 @@ class InvalidJsonMiddleware:
 
         await self.app(scope, replay, send)
 
+    @staticmethod
+    async def _reject(
+        endpoint: Endpoint | None,
+        headers: Headers,
+        body: object,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        if endpoint is not None and _instance is not None:
+            outcome = await run_in_threadpool(dispatch, _instance.runtime, endpoint, headers, body)
+            await _respond(outcome)(scope, receive, send)
+            return
+        too_large = body is TOO_LARGE
+        response = JSONResponse(
+            {"error": _too_large_message()} if too_large else {"errors": INVALID_JSON_ERRORS},
+            status_code=413 if too_large else 422,
+        )
+        await response(scope, receive, send)
 
-def _never(_req: Any, _request_id: str) -> BaseModel:
-    raise AssertionError("an invalid JSON body is answered before running")
+
+async def _read_bounded(headers: Headers, receive: Receive, limit: int) -> bytes | object | None:
+    """The whole body; TOO_LARGE as soon as it is known to exceed `limit` bytes; None when the
+    client disconnected."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return TOO_LARGE
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return TOO_LARGE
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        if raw.strip():
+            json.loads(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def _too_large_message() -> str:
+    return f"the request body is over the limit of {MAX_BODY_BYTES:,} bytes"
+
+
+def service_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The BentoML configuration: a 60 s request timeout; CORS only when REFERRAL_ML_CORS_ORIGINS
+    lists origins (comma-separated), then for those origins alone, with the methods and headers
+    the API uses."""
+    env = os.environ if env is None else env
+    config: dict[str, Any] = {"name": "referral_ml", "traffic": {"timeout": 60}}
+    origins = [o.strip() for o in env.get(ENV_CORS_ORIGINS, "").split(",") if o.strip()]
+    if origins:
+        config["http"] = {
+            "cors": {
+                "enabled": True,
+                "access_control_allow_origins": origins,
+                "access_control_allow_methods": ["GET", "POST", "DELETE"],
+                "access_control_allow_headers": ["Authorization", "X-API-Key", "Content-Type"],
+                "access_control_expose_headers": [REQUEST_ID_HEADER],
+                "access_control_max_age": 600,
+            }
+        }
+    return config
+
+
+# The BentoML configuration of the service, read when this module is imported (a worker starts);
+# benchmarks/floor_service.py serves a trivial endpoint with the same one (the framework's floor).
+SERVICE_CONFIG: Final[dict[str, Any]] = service_config()
 
 
 @bentoml.asgi_app(admin_app, path="/")
-@bentoml.service(name="referral_ml", traffic={"timeout": 60})
+@bentoml.service(**SERVICE_CONFIG)
 class ReferralService:
     """Specialist recommendations and no-show risk over HTTP (see the module docstring)."""
 
@@ -464,31 +572,13 @@ class ReferralService:
 
     @bentoml.api(route="/recommend")
     def recommend(self, body: Any, /, ctx: bentoml.Context) -> dict[str, Any]:
-        runtime = self.runtime
-        outcome = handle(
-            runtime,
-            "/recommend",
-            RECOMMEND_ROLES,
-            ctx.request.headers,
-            body,
-            RecommendRequest,
-            runtime.recommend,  # type: ignore[arg-type]
-        )
-        return self._answer(ctx, outcome)
+        return self._answer(ctx, dispatch(self.runtime, _RECOMMEND, ctx.request.headers, body))
 
     @bentoml.api(route="/no_show_risk")
     def no_show_risk(self, body: Any, /, ctx: bentoml.Context) -> dict[str, Any]:
-        runtime = self.runtime
-        outcome = handle(
-            runtime,
-            "/no_show_risk",
-            NO_SHOW_ROLES,
-            ctx.request.headers,
-            body,
-            NoShowRiskRequest,
-            runtime.no_show_risk,  # type: ignore[arg-type]
-        )
-        return self._answer(ctx, outcome)
+        return self._answer(ctx, dispatch(self.runtime, _NO_SHOW, ctx.request.headers, body))
 
 
-ReferralService.add_asgi_middleware(InvalidJsonMiddleware)  # type: ignore[attr-defined]
+_RECOMMEND: Final = JSON_ENDPOINTS[("POST", "/recommend")]
+_NO_SHOW: Final = JSON_ENDPOINTS[("POST", "/no_show_risk")]
+ReferralService.add_asgi_middleware(GatewayMiddleware)  # type: ignore[attr-defined]

@@ -141,7 +141,7 @@ def test_no_show_risk_is_calibrated_with_tiers_and_actions(runtime: Runtime, sto
 
 
 def test_model_info_and_versions(runtime: Runtime) -> None:
-    info = runtime.model_info()
+    info = runtime.model_info(None, "r")
     assert [m.version for m in info.models] == ["7", UNVERSIONED]
     assert all(m.features for m in info.models)
     assert runtime.versions() == {"ranker": "7", "no_show": UNVERSIONED}
@@ -167,7 +167,7 @@ def test_corrupt_ranker_bundle_keeps_not_ready(
     assert rt.not_ready_reason is not None
     assert "ranker bundle" in rt.not_ready_reason and str(broken) in rt.not_ready_reason
     with pytest.raises(NotReadyError):
-        rt.model_info()
+        rt.model_info(None, "r")
 
 
 def test_failed_reload_keeps_the_old_state(

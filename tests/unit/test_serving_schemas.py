@@ -194,7 +194,7 @@ NO_SHOW_CASES = [
     (
         "booked after visit",
         "appointments.0.booked_at",
-        "2025-03-18T09:00:00",
+        "2025-07-02T09:00:00",
         "appointments.0.booked_at",
         "after appointment_at",
     ),
@@ -273,8 +273,8 @@ def test_the_largest_allowed_batch_validates() -> None:
 
 
 OUTREACH_CASES = [
-    (WorklistRequest, "end", "2025-03-16", "end", "before start"),
-    (WorklistRequest, "end", "2025-04-17", "end", "at most 31 days"),
+    (WorklistRequest, "end", "2025-06-30", "end", "before start"),
+    (WorklistRequest, "end", "2025-08-01", "end", "at most 31 days"),
     (WorklistRequest, "capacity", 0, "capacity", "between 1 and 500"),
     (WorklistRequest, "capacity", 501, "capacity", "between 1 and 500"),
     (WorklistRequest, "format", "xlsx", "format", "'csv'"),
@@ -300,7 +300,7 @@ def test_outreach_rules_reject_with_the_field_path(
 
 def test_a_31_day_worklist_is_allowed() -> None:
     # Given start and end 30 days apart (31 calendar days), Then it validates
-    WorklistRequest.model_validate(set_path(example(WorklistRequest), "end", "2025-04-16"))
+    WorklistRequest.model_validate(set_path(example(WorklistRequest), "end", "2025-07-31"))
 
 
 PHI_CASES = [
@@ -352,7 +352,7 @@ def test_to_match_request_maps_the_patient_and_preferences() -> None:
     p = req.referral.patient
     assert (mr.latitude, mr.longitude) == (p.latitude, p.longitude)
     assert (mr.specialty, mr.reason_code, mr.urgency) == ("207RC0000X", "I50.9", "urgent")
-    assert (mr.insurance_plan_id, mr.patient_id) == ("PLAN-0007", "P-000123")
+    assert (mr.insurance_plan_id, mr.patient_id) == ("PLN-B-PPO", "PT0024700")
     assert (mr.language, mr.require_language) == ("es", True)
     assert (mr.sex, mr.require_sex) == ("F", False)
     assert mr.max_distance_km == 30.0 and mr.allow_out_of_network is False
@@ -498,7 +498,7 @@ def test_appointments_frame_fills_payer_type_from_the_plan_and_leaves_unknowns_o
     del payload["appointments"][0]["outreach_call"]
     req = NoShowRiskRequest.model_validate(payload)
     # When converted with the plans' payer types
-    frame = appointments_frame(req, {"PLAN-0007": "medicaid"})
+    frame = appointments_frame(req, {"PLN-B-PPO": "medicaid"})
     # Then the plan fills the gap, an absent column is left out and a partial flag is NaN
     assert frame["payer_type"].tolist() == ["medicare", "medicaid"]
     assert "text_reminder" not in frame.columns

@@ -1,0 +1,571 @@
+"""The service's OpenAPI 3.1 document, served at ``GET /docs.json`` (and shown by the index page).
+
+BentoML would describe ``/recommend`` and ``/no_show_risk`` as taking ``Any`` (the service
+validates their bodies itself, to answer with its own 422s) and would leave the Starlette routes
+out; this document is built from the pydantic models `serving.service.handle` validates, so it is
+the contract a client codes against, and schemathesis tests the server against it.
+
+Every operation carries a worked example: the request example of its model (whose ids are those
+of the demo world, `make demo`), and a response example recorded from the demo service (trimmed).
+`tests/unit/test_openapi.py` checks that each example validates against its model.
+
+Import rule: pydantic and `serving.schemas` only (nothing of the service's runtime).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any, Final
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from serving.keys import Role
+from serving.schemas import (
+    ContactRequest,
+    ContactResponse,
+    CreatedKey,
+    CreateKeyRequest,
+    ErrorResponse,
+    KeyListResponse,
+    ModelInfoResponse,
+    NoShowRiskRequest,
+    NoShowRiskResponse,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadResponse,
+    RevokedKey,
+    ValidationErrorResponse,
+    WorklistRequest,
+    WorklistResponse,
+)
+
+API_VERSION: Final = "1.0.0"
+_REQUEST_ID: Final = "5b1f0c8e2a9d4f6b8c3e7a1d0f2b4c6e"
+
+# -------------------------------------------------------------------- response examples
+# Recorded from the demo service (medium world, seed 7) and trimmed to a row or two.
+
+RECOMMEND_EXAMPLE: Final[dict[str, Any]] = {
+    "specialists": [
+        {
+            "rank": 1,
+            "specialist_id": "1336432848",
+            "name": "Brandon Dixon",
+            "specialty": {"code": "207RC0000X", "name": "Cardiology"},
+            "distance_km": 1.66,
+            "next_available": "2025-07-07T12:00:00",
+            "next_available_days": 6.5,
+            "in_network": True,
+            "accepts_plan": True,
+            "out_of_network": False,
+            "score": 1.4699,
+            "reasons": ["1.7 km away", "treats heart failure", "in the patient's network"],
+        },
+        {
+            "rank": 2,
+            "specialist_id": "1724204213",
+            "name": "Taylor Lutz",
+            "specialty": {"code": "207RI0011X", "name": "Interventional Cardiology"},
+            "distance_km": 3.37,
+            "next_available": "2025-07-03T12:00:00",
+            "next_available_days": 2.5,
+            "in_network": True,
+            "accepts_plan": True,
+            "out_of_network": False,
+            "score": 1.1129,
+            "reasons": [
+                "3.4 km away",
+                "in the patient's network",
+                "next opening in 2 days",
+                "patients keep 86% of their visits here",
+            ],
+        },
+    ],
+    "candidates_considered": 3,
+    "radius_km": 30.0,
+    "empty_reason": None,
+    "warnings": [],
+    "model_version": "1",
+    "request_id": _REQUEST_ID,
+}
+EMPTY_RECOMMEND_EXAMPLE: Final[dict[str, Any]] = {
+    "specialists": [],
+    "candidates_considered": 0,
+    "radius_km": 0.01,
+    "empty_reason": (
+        "no Cardiology (207RC0000X) specialist accepting new patients within 0.01 km; "
+        "widen max_distance_km"
+    ),
+    "warnings": [],
+    "model_version": "1",
+    "request_id": _REQUEST_ID,
+}
+NO_SHOW_EXAMPLE: Final[dict[str, Any]] = {
+    "predictions": [
+        {
+            "appointment_id": "AP00114000",
+            "risk": 0.0222,
+            "tier": "low",
+            "top_factors": ["lead_days", "language", "urgency"],
+            "recommended_action": "standard reminder",
+        }
+    ],
+    "model_version": "1",
+    "request_id": _REQUEST_ID,
+}
+WORKLIST_EXAMPLE: Final[dict[str, Any]] = {
+    "rows": [
+        {
+            "appointment_id": "AP00114223",
+            "risk": 0.6346,
+            "tier": "high",
+            "top_factors": ["prior_no_show_rate", "lead_days", "text_reminder"],
+            "recommended_action": "call and offer transport",
+            "appointment_at": "2025-07-03T08:30:00",
+            "specialist_id": "1703547657",
+        }
+    ],
+    "model_version": "1",
+    "request_id": _REQUEST_ID,
+}
+WORKLIST_CSV_EXAMPLE: Final = (
+    "appointment_id,appointment_at,specialist_id,risk,tier,top_factors,recommended_action\n"
+    "AP00114223,2025-07-03T08:30:00,1703547657,0.6346,high,"
+    "prior_no_show_rate|lead_days|text_reminder,call and offer transport\n"
+)
+CONTACT_EXAMPLE: Final[dict[str, Any]] = {
+    "appointment_id": "AP00114000",
+    "recorded_at": "2025-06-30T14:05:12",
+    "request_id": _REQUEST_ID,
+}
+MODEL_INFO_EXAMPLE: Final[dict[str, Any]] = {
+    "models": [
+        {
+            "name": "specialist-ranker",
+            "version": "1",
+            "run_id": "30bf462181484165b607a15aef13236a",
+            "trained_at": "2026-11-23T16:43:01Z",
+            "features": ["distance_km", "focus_match", "in_network", "accepts_plan", "..."],
+        },
+        {
+            "name": "no-show",
+            "version": "1",
+            "run_id": None,
+            "trained_at": None,
+            "features": ["lead_days", "same_day", "booked_weekday", "booked_hour", "..."],
+        },
+    ],
+    "request_id": _REQUEST_ID,
+}
+RELOAD_EXAMPLE: Final[dict[str, Any]] = {
+    "reloaded": True,
+    "versions": {"ranker": "1", "no_show": "1"},
+    "request_id": _REQUEST_ID,
+}
+KEY_LIST_EXAMPLE: Final[dict[str, Any]] = {
+    "keys": [
+        {
+            "key_id": "3f9a1c2b4d5e6f70",
+            "role": "admin",
+            "created_at": "2026-11-23T18:00:03",
+            "revoked_at": None,
+        },
+        {
+            "key_id": "8b7a6c5d4e3f2a10",
+            "role": "outreach",
+            "created_at": "2026-11-23T18:00:04",
+            "revoked_at": None,
+        },
+    ],
+    "request_id": _REQUEST_ID,
+}
+CREATED_KEY_EXAMPLE: Final[dict[str, Any]] = {
+    "key_id": "8b7a6c5d4e3f2a10",
+    "role": "outreach",
+    "secret": "rml_8b7a6c5d4e3f2a10_Zx3kQ0v9T8m2Lr5pWc1yHn7sJd4aBf6eGu0iKo2qXt8",
+    "created_at": "2026-11-23T18:00:04",
+    "request_id": _REQUEST_ID,
+}
+REVOKED_KEY_EXAMPLE: Final[dict[str, Any]] = {
+    "key_id": "8b7a6c5d4e3f2a10",
+    "revoked": True,
+    "request_id": _REQUEST_ID,
+}
+VALIDATION_EXAMPLE: Final[dict[str, Any]] = {
+    "errors": [
+        {"field": "referral.patient.latitude", "problem": "must be between -90 and 90"},
+        {"field": "referral.specialty", "problem": "is required"},
+    ],
+    "request_id": _REQUEST_ID,
+}
+
+# (model, example) of every response body, for the tests
+RESPONSE_EXAMPLES: Final[list[tuple[type[BaseModel], dict[str, Any]]]] = [
+    (RecommendResponse, RECOMMEND_EXAMPLE),
+    (RecommendResponse, EMPTY_RECOMMEND_EXAMPLE),
+    (NoShowRiskResponse, NO_SHOW_EXAMPLE),
+    (WorklistResponse, WORKLIST_EXAMPLE),
+    (ContactResponse, CONTACT_EXAMPLE),
+    (ModelInfoResponse, MODEL_INFO_EXAMPLE),
+    (ReloadResponse, RELOAD_EXAMPLE),
+    (KeyListResponse, KEY_LIST_EXAMPLE),
+    (CreatedKey, CREATED_KEY_EXAMPLE),
+    (RevokedKey, REVOKED_KEY_EXAMPLE),
+    (ValidationErrorResponse, VALIDATION_EXAMPLE),
+]
+
+_REQUESTS: Final = (
+    RecommendRequest,
+    NoShowRiskRequest,
+    WorklistRequest,
+    ContactRequest,
+    CreateKeyRequest,
+)
+_RESPONSES: Final = (
+    RecommendResponse,
+    NoShowRiskResponse,
+    WorklistResponse,
+    ContactResponse,
+    ModelInfoResponse,
+    ReloadResponse,
+    KeyListResponse,
+    CreatedKey,
+    RevokedKey,
+    ValidationErrorResponse,
+    ErrorResponse,
+)
+
+_ERRORS: Final[dict[int, str]] = {
+    401: "No valid API key (Authorization: Bearer <secret>, or X-API-Key)",
+    403: "The key's role may not call this endpoint",
+    404: "Not found",
+    409: "Conflict",
+    413: "The request body is over the size limit",
+    500: "Internal error: the body quotes the request_id to find in the logs",
+    503: "Not ready: the models or the store are not loaded (see /readyz for the reason)",
+}
+_ERROR_EXAMPLES: Final[dict[int, str]] = {
+    401: "a valid API key is required",
+    403: "the key's role may not call this endpoint",
+    404: "not found",
+    409: "conflict",
+    413: "the request body is over the limit of 4,194,304 bytes",
+    500: "internal error; quote the request_id",
+    503: "the service is not ready",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(
+    model: type[BaseModel], example: Any, description: str, examples: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": _ref(model)}
+    if examples:
+        media["examples"] = {name: {"value": value} for name, value in examples.items()}
+    else:
+        media["example"] = example
+    return {"description": description, "content": {"application/json": media}}
+
+
+def _error(status: int, message: str | None = None) -> dict[str, Any]:
+    example = {"error": message or _ERROR_EXAMPLES[status], "request_id": _REQUEST_ID}
+    return _json(ErrorResponse, example, _ERRORS[status])
+
+
+def _model_example(model: type[BaseModel]) -> Any:
+    extra = model.model_config.get("json_schema_extra")
+    assert isinstance(extra, dict), model
+    return copy.deepcopy(extra["examples"][0])  # type: ignore[index]
+
+
+def _operation(
+    summary: str,
+    description: str,
+    roles: frozenset[Role] | set[Role],
+    ok: dict[str, Any],
+    *,
+    ok_status: int = 200,
+    request: type[BaseModel] | None = None,
+    request_examples: dict[str, Any] | None = None,
+    errors: dict[int, str | None] | None = None,
+    needs_ready: bool = True,
+    tag: str = "API",
+) -> dict[str, Any]:
+    role_text = ", ".join(sorted(r.value for r in roles))
+    responses: dict[str, Any] = {str(ok_status): ok}
+    codes: dict[int, str | None] = {401: None, 403: None, 500: None}
+    if request is not None:
+        codes[413] = None
+    if needs_ready:
+        codes[503] = None
+    codes.update(errors or {})
+    for status in sorted(codes):
+        responses[str(status)] = _error(status, codes[status])
+    if request is not None:
+        responses["422"] = _json(
+            ValidationErrorResponse,
+            VALIDATION_EXAMPLE,
+            "The request is not valid: each error names its field and what is allowed "
+            "(the submitted values are never echoed)",
+        )
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": f"{description}\n\nRoles: {role_text}.",
+        "tags": [tag],
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "responses": dict(sorted(responses.items())),
+    }
+    if request is not None:
+        media: dict[str, Any] = {"schema": _ref(request)}
+        if request_examples:
+            media["examples"] = {name: {"value": value} for name, value in request_examples.items()}
+        else:
+            media["example"] = _model_example(request)
+        op["requestBody"] = {"required": True, "content": {"application/json": media}}
+    return op
+
+
+def _plain(summary: str, description: str, ok: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "description": description,
+        "tags": ["Infrastructure"],
+        "security": [],
+        "responses": ok,
+    }
+
+
+def _text(description: str, example: str, media: str = "text/plain") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {media: {"schema": {"type": "string"}, "example": example}},
+    }
+
+
+def _paths() -> dict[str, Any]:
+    ui = {Role.REFERRAL_UI, Role.ADMIN}
+    outreach = {Role.OUTREACH, Role.ADMIN}
+    admin = {Role.ADMIN}
+    recommend = _model_example(RecommendRequest)
+    empty = copy.deepcopy(recommend)
+    empty["referral"]["preferences"] = {"max_distance_km": 0.01}
+    worklist = _model_example(WorklistRequest)
+    worklist_csv = {**worklist, "format": "csv"}
+    worklist_ok = _json(
+        WorklistResponse, WORKLIST_EXAMPLE, "Appointments by risk, at most `capacity` per day"
+    )
+    worklist_ok["content"]["text/csv"] = {
+        "schema": {"type": "string"},
+        "example": WORKLIST_CSV_EXAMPLE,
+    }
+    return {
+        "/recommend": {
+            "post": _operation(
+                "Rank specialists for a referral",
+                "Candidates are the in-network specialists of the needed specialty who accept "
+                "new patients, within an urgency radius that widens when too few are found "
+                "(preferences are hard filters). The champion ranker orders them; each comes "
+                "with reasons a coordinator can read. No candidate left is a 200 with an empty "
+                "list and `empty_reason` naming the filter that removed the last ones. An "
+                "unknown plan is a warning (no network claims are made), not an error.",
+                ui,
+                _json(
+                    RecommendResponse,
+                    None,
+                    "Ranked specialists (possibly none, with the reason)",
+                    {"ranked": RECOMMEND_EXAMPLE, "empty": EMPTY_RECOMMEND_EXAMPLE},
+                ),
+                request=RecommendRequest,
+                request_examples={"urgent cardiology": recommend, "nobody that close": empty},
+            )
+        },
+        "/no_show_risk": {
+            "post": _operation(
+                "Calibrated no-show risk for upcoming appointments",
+                "Up to 5,000 appointments per request. Each gets a calibrated probability, a "
+                "tier (thresholds set at training), its top 3 factors and the outreach to "
+                "offer. A patient_id known to the store adds that patient's history. Risk is "
+                "for offering help, never for denying or double-booking care.",
+                outreach,
+                _json(NoShowRiskResponse, NO_SHOW_EXAMPLE, "One prediction per appointment"),
+                request=NoShowRiskRequest,
+            )
+        },
+        "/outreach/worklist": {
+            "post": _operation(
+                "The outreach worklist",
+                "Stored upcoming appointments between `start` and `end` (at most 31 days), "
+                "optionally of one specialty or organization, ordered by risk and capped at "
+                "`capacity` calls per day. `format: csv` answers text/csv with the same rows.",
+                outreach,
+                worklist_ok,
+                request=WorklistRequest,
+                request_examples={"json": worklist, "csv": worklist_csv},
+            )
+        },
+        "/outreach/contact": {
+            "post": _operation(
+                "Record an outreach attempt",
+                "Writes the channel, outcome, note and the calling key to the store.",
+                outreach,
+                _json(ContactResponse, CONTACT_EXAMPLE, "Recorded"),
+                request=ContactRequest,
+                errors={404: "no such appointment"},
+            )
+        },
+        "/model_info": {
+            "get": _operation(
+                "The models being served",
+                "Name, version, MLflow run, training time and features of each model.",
+                admin,
+                _json(ModelInfoResponse, MODEL_INFO_EXAMPLE, "The loaded models"),
+                tag="Admin",
+            )
+        },
+        "/admin/reload": {
+            "post": _operation(
+                "Reload the models and the store",
+                "Loads the configured bundles and the store again and swaps them in at once. On "
+                "failure the old models keep serving (409) or, when none were loaded, the "
+                "service stays not ready (503); the message says why.",
+                admin,
+                _json(ReloadResponse, RELOAD_EXAMPLE, "Reloaded"),
+                errors={409: "reload failed, still serving {'ranker': '1', 'no_show': '1'}: ..."},
+                tag="Admin",
+            )
+        },
+        "/admin/keys": {
+            "get": _operation(
+                "List API keys",
+                "Key ids, roles and dates (never a secret or a hash), oldest first.",
+                admin,
+                _json(KeyListResponse, KEY_LIST_EXAMPLE, "Every key"),
+                needs_ready=False,
+                tag="Admin",
+            ),
+            "post": _operation(
+                "Create an API key",
+                "The secret is in this answer only: the service stores its hash.",
+                admin,
+                _json(CreatedKey, CREATED_KEY_EXAMPLE, "Created (keep the secret now)"),
+                ok_status=201,
+                request=CreateKeyRequest,
+                needs_ready=False,
+                tag="Admin",
+            ),
+        },
+        "/admin/keys/{key_id}": {
+            "delete": {
+                **_operation(
+                    "Revoke an API key",
+                    "Effective at once in every worker. The last active admin key cannot be "
+                    "revoked (409): create another first.",
+                    admin,
+                    _json(RevokedKey, REVOKED_KEY_EXAMPLE, "Revoked"),
+                    errors={
+                        404: "no such active key",
+                        409: "this is the last active admin key: create another admin key first",
+                    },
+                    needs_ready=False,
+                    tag="Admin",
+                ),
+                "parameters": [
+                    {
+                        "name": "key_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                        "example": "8b7a6c5d4e3f2a10",
+                    }
+                ],
+            }
+        },
+        "/livez": {
+            "get": _plain("Liveness", "200 while the process runs.", {"200": _text("Alive", "\n")})
+        },
+        "/readyz": {
+            "get": _plain(
+                "Readiness",
+                "200 once the models and the store are loaded; 503 with the reason until then, "
+                "or when a model file is missing or corrupt (the service never serves a default "
+                "score).",
+                {
+                    "200": _text("Ready", "\n"),
+                    "503": {
+                        "description": "Not ready, and why",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "ready": {"type": "boolean"},
+                                        "reason": {"type": "string"},
+                                    },
+                                    "required": ["ready", "reason"],
+                                },
+                                "example": {
+                                    "ready": False,
+                                    "reason": "ranker bundle models/ranker: model.txt is truncated",
+                                },
+                            }
+                        },
+                    },
+                },
+            )
+        },
+        "/metrics": {
+            "get": _plain(
+                "Prometheus metrics",
+                "BentoML's per-endpoint request counts and latencies, plus "
+                "referral_ml_risk_tier_total{endpoint,tier} and "
+                "referral_ml_empty_recommendations_total{filter}. No patient data.",
+                {
+                    "200": _text(
+                        "Metrics in the Prometheus text format",
+                        'referral_ml_risk_tier_total{endpoint="/no_show_risk",tier="high"} 12.0\n',
+                    )
+                },
+            )
+        },
+    }
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The whole document (built once per process)."""
+    pairs = [(m, "validation") for m in _REQUESTS] + [(m, "serialization") for m in _RESPONSES]
+    _, defs = models_json_schema(pairs, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "referral-ml",
+            "version": API_VERSION,
+            "description": (
+                "Specialist recommendations and no-show risk for healthcare referrals. Every "
+                "API call needs a key (`Authorization: Bearer <secret>` or `X-API-Key`) whose "
+                "role allows it: referral_ui (recommend), outreach (risk, worklist, contact), "
+                "admin (everything, plus reload, model info and keys). Each answer carries a "
+                "request_id (also in the X-Request-ID header) and writes one audit row."
+            ),
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "servers": [{"url": "/"}],
+        "tags": [
+            {"name": "API", "description": "Recommendations, risk and outreach"},
+            {"name": "Admin", "description": "Models and keys"},
+            {"name": "Infrastructure", "description": "Probes and metrics (no key)"},
+        ],
+        "paths": _paths(),
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
