@@ -294,8 +294,10 @@ def _operation(
     request_examples: dict[str, Any] | None = None,
     errors: dict[int, str | None] | None = None,
     needs_ready: bool = True,
+    validated: bool = False,
     tag: str = "API",
 ) -> dict[str, Any]:
+    """One operation; `validated`: a 422 is possible without a body (a path parameter)."""
     role_text = ", ".join(sorted(r.value for r in roles))
     responses: dict[str, Any] = {str(ok_status): ok}
     codes: dict[int, str | None] = {401: None, 403: None, 500: None}
@@ -306,7 +308,7 @@ def _operation(
     codes.update(errors or {})
     for status in sorted(codes):
         responses[str(status)] = _error(status, codes[status])
-    if request is not None:
+    if request is not None or validated:
         responses["422"] = _json(
             ValidationErrorResponse,
             VALIDATION_EXAMPLE,
@@ -472,6 +474,7 @@ def _paths() -> dict[str, Any]:
                         409: "this is the last active admin key: create another admin key first",
                     },
                     needs_ready=False,
+                    validated=True,
                     tag="Admin",
                 ),
                 "parameters": [

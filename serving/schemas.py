@@ -314,6 +314,31 @@ ReasonCode = Annotated[
         }
     ),
 ]
+# Date-times are clinic-local wall-clock times (no offset), which JSON Schema's "date-time" format
+# (RFC 3339, offset required) would reject: the schema gives their pattern instead.
+_LOCAL_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?$"
+LocalDatetime = Annotated[
+    NaiveDatetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _LOCAL_PATTERN,
+            "description": "clinic-local date-time, ISO 8601 without a UTC offset",
+            "examples": ["2025-07-01T08:00:00"],
+        }
+    ),
+]
+# A date-time the service reports: clinic-local, or UTC with Z / an offset (training times).
+ReportedDatetime = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _LOCAL_PATTERN[:-1] + "(Z|[+-][0-9]{2}:[0-9]{2})?$",
+            "description": "ISO 8601 date-time; clinic-local unless it carries Z or an offset",
+        }
+    ),
+]
 Latitude = Annotated[float, AfterValidator(_range(-90, 90)), _range_schema(-90, 90)]
 Longitude = Annotated[float, AfterValidator(_range(-180, 180)), _range_schema(-180, 180)]
 Age = Annotated[int, AfterValidator(_range(0, MAX_AGE)), _range_schema(0, MAX_AGE)]
@@ -431,7 +456,7 @@ class SpecialistOut(_Model):
     name: str
     specialty: SpecialtyOut
     distance_km: float
-    next_available: datetime | None
+    next_available: ReportedDatetime | None
     next_available_days: float | None
     in_network: bool
     accepts_plan: bool
@@ -595,8 +620,8 @@ class Appointment(_Model):
     specialist_id: Npi | None = None
     organization_id: Id | None = None
     specialty: SpecialtyCode
-    booked_at: NaiveDatetime
-    appointment_at: NaiveDatetime
+    booked_at: LocalDatetime
+    appointment_at: LocalDatetime
     urgency: Urgency
     referral_type: ReferralType
     visit_kind: VisitKind | None = None
@@ -758,7 +783,7 @@ class WorklistRequest(_Model):
 
 
 class WorklistRow(RiskRow):
-    appointment_at: datetime
+    appointment_at: ReportedDatetime
     specialist_id: str | None
 
 
@@ -823,7 +848,7 @@ class ContactRequest(_Model):
 
 class ContactResponse(_Model):
     appointment_id: str
-    recorded_at: datetime
+    recorded_at: ReportedDatetime
     request_id: str
 
 
@@ -834,7 +859,7 @@ class ModelInfo(_Model):
     name: str
     version: str
     run_id: str | None = None
-    trained_at: datetime | None = None
+    trained_at: ReportedDatetime | None = None
     features: list[str]
 
 
@@ -866,15 +891,15 @@ class CreatedKey(_Model):
     key_id: str
     role: Role
     secret: str = Field(description="Shown once: only its hash is stored")
-    created_at: datetime
+    created_at: ReportedDatetime
     request_id: str
 
 
 class KeyInfo(_Model):
     key_id: str
     role: Role
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: ReportedDatetime
+    revoked_at: ReportedDatetime | None
 
 
 class KeyListResponse(_Model):
