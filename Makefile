@@ -15,10 +15,10 @@ WORLD ?= data/world-medium
 SIZE ?= medium
 SEED ?= 7
 
-.PHONY: setup demo world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench clean help
+.PHONY: setup demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench clean help
 
 help:
-	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker"
+	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker; serve both on 127.0.0.1:$(PORT)"
 	@echo "make test   - set up and run the whole test suite (what CI runs)"
 	@echo "make lint   - ruff lint + format check, mypy"
 	@echo "make bench  - generator speed and memory per size; no-show training at ~1M appointments and scoring; ranker training and latency"
@@ -33,7 +33,11 @@ $(UV):
 
 setup: .venv/.synced
 
-demo: setup world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend
+# The main job: a world, both models trained, promoted and used, then served (Ctrl-C stops it).
+demo: setup world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend serve
+
+# The same without the server at the end (for scripts).
+demo-batch: setup world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend
 
 world: setup
 	$(RUN) referral-ml generate --size $(SIZE) --seed $(SEED) --out $(WORLD)
@@ -61,8 +65,8 @@ promote-ranker: setup
 recommend: setup
 	$(RUN) referral-ml recommend --data $(WORLD) --model models:/specialist-ranker/latest
 
-# The service (issue #5, in progress): load the world into ./referral.db, copy the champions
-# into the BentoML model store, serve on 127.0.0.1:3000. Keys: referral-ml keys create --role ...
+# The service: load the world into ./referral.db, copy the champions into the BentoML model
+# store, keep one API key per role in demo-keys.env, serve on 127.0.0.1:3000.
 STORE ?= sqlite:///$(CURDIR)/referral.db
 PORT ?= 3000
 
@@ -72,7 +76,12 @@ store: setup
 export: setup
 	$(RUN) referral-ml export
 
-serve: store export
+demo-keys: setup
+	$(RUN) referral-ml keys demo --env-file demo-keys.env --db $(STORE)
+
+serve: store export demo-keys
+	@echo "Serving on http://127.0.0.1:$(PORT) (OpenAPI: /docs.json). Keys: source demo-keys.env, then"
+	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/recommend -H \"Authorization: Bearer \$$REFERRAL_UI_KEY\" -H 'Content-Type: application/json' -d @examples/recommend.json"
 	REFERRAL_ML_STORE=$(STORE) REFERRAL_ML_NOW="$$($(RUN) python -c "import json;print(json.load(open('$(WORLD)/manifest.json'))['as_of'])")" \
 	  $(RUN) bentoml serve serving.service:ReferralService --host 127.0.0.1 --port $(PORT)
 
@@ -100,4 +109,4 @@ bench: setup
 	$(RUN) python benchmarks/bench_ranker.py --data data/world-medium
 
 clean:
-	rm -rf .venv .uv data mlruns mlflow.db .pytest_cache .ruff_cache .mypy_cache
+	rm -rf .venv .uv data mlruns mlflow.db referral.db demo-keys.env .pytest_cache .ruff_cache .mypy_cache

@@ -407,6 +407,55 @@ def keys_create(
     typer.echo(f"key {key_id} ({role}); keep this secret, it is not shown again:\n{secret}")
 
 
+@keys_app.command("list")
+def keys_list(db: DbOpt = "sqlite:///referral.db") -> None:
+    """Key ids, roles and dates (never secrets), oldest first."""
+    from serving.keys import list_keys
+    from serving.store import Store
+
+    for k in list_keys(Store(db)):
+        revoked = k["revoked_at"]
+        state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked is not None else "active"
+        typer.echo(
+            f"{k['key_id']}  {k['role']:<11}  created {k['created_at']:%Y-%m-%d %H:%M}  {state}"
+        )
+
+
+@keys_app.command("demo")
+def keys_demo(
+    env_file: Annotated[
+        Path, typer.Option("--env-file", help="Where the demo's secrets are kept (mode 600).")
+    ] = Path("demo-keys.env"),
+    db: DbOpt = "sqlite:///referral.db",
+) -> None:
+    """One key per role for a local demo, kept in an env file (REFERRAL_UI_KEY, OUTREACH_KEY,
+    ADMIN_KEY): secrets in the file that still verify are kept; the others are created anew."""
+    from serving.keys import Role, create_key, verify
+    from serving.store import Store
+
+    store = Store(db)
+    store.create()
+    known: dict[str, str] = {}
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            name, _, value = line.partition("=")
+            known[name.strip()] = value.strip()
+    lines = []
+    for role in Role:
+        name = f"{role.value.upper()}_KEY"
+        secret = known.get(name, "")
+        verified = verify(store, secret)
+        if verified is None or verified[1] != role:
+            secret = create_key(store, role)[1]
+            typer.echo(f"created a new key for the {role.value} role")
+        lines.append(f"{name}={secret}")
+    env_file.write_text("\n".join(lines) + "\n")
+    env_file.chmod(0o600)
+    typer.echo(
+        f"demo keys in {env_file}: `source {env_file}` gives {', '.join(n.split('=')[0] for n in lines)}"
+    )
+
+
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id printed at creation.")],

@@ -109,3 +109,20 @@ def test_cors_is_off_unless_origins_are_configured() -> None:
     assert cors["enabled"] is True
     assert cors["access_control_allow_origins"] == ["https://a.example", "https://b.example"]
     assert "X-Request-ID" in cors["access_control_expose_headers"]
+
+
+def test_the_example_files_are_the_documents_examples() -> None:
+    # examples/*.json (used by the README's curl session) must not drift from /docs.json
+    import json
+    from pathlib import Path
+
+    documented = []
+    for item in openapi_document()["paths"].values():
+        for op in item.values():
+            media = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            documented += [e["value"] for e in media.get("examples", {}).values()]
+            documented += [media["example"]] if "example" in media else []
+    files = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.json"))
+    assert len(files) >= 7
+    for path in files:
+        assert json.loads(path.read_text()) in documented, path.name
