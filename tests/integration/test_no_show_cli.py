@@ -94,6 +94,13 @@ def test_train_promote_refuse_force_and_score(model_world: Path, tmp_path: Path)
     v2 = client.get_model_version("no-show", "2")
     assert v2.tags["promotion_forced"] == "true"
     assert str(client.get_model_version_by_alias("no-show", "champion").version) == "2"
+    # The bundle records its run and training time (the service's /model_info reports them)
+    from training import registry
+
+    registry.configure(store)
+    bundle = registry.download_bundle("no-show", "2", dst=tmp_path / "v2")
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["run_id"] == v2.run_id and meta["name"] == "no-show" and meta["trained_at"]
 
     # Scoring with an explicit version writes one row per appointment with tier and factors
     out = tmp_path / "scores.csv"
