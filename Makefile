@@ -15,11 +15,13 @@ WORLD ?= data/world-medium
 SIZE ?= medium
 SEED ?= 7
 
-.PHONY: setup demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench clean help
+PG_INITDB := $(wildcard /usr/lib/postgresql/*/bin/initdb)
+
+.PHONY: setup postgres-deps demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench clean help
 
 help:
 	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker; serve both on 127.0.0.1:$(PORT)"
-	@echo "make test   - set up and run the whole test suite (what CI runs)"
+	@echo "make test   - set up and run the whole test suite (what CI runs; installs PostgreSQL as root)"
 	@echo "make lint   - ruff lint + format check, mypy"
 	@echo "make bench  - generator speed and memory per size; no-show training at ~1M appointments and scoring; ranker training and latency"
 
@@ -85,7 +87,25 @@ serve: store export demo-keys
 	REFERRAL_ML_STORE=$(STORE) REFERRAL_ML_NOW="$$($(RUN) python -c "import json;print(json.load(open('$(WORLD)/manifest.json'))['as_of'])")" \
 	  $(RUN) bentoml serve serving.service:ReferralService --host 127.0.0.1 --port $(PORT)
 
-test: setup
+# The PostgreSQL server binaries the store tests start their own throwaway cluster from:
+# Debian's postgresql package, installed when missing and run as root (without a cluster of its
+# own: create_main_cluster = false). A no-op when installed; otherwise only a note, and the
+# PostgreSQL tests skip (CI sets REFERRAL_ML_REQUIRE_POSTGRES=1: there they fail instead).
+postgres-deps:
+ifeq ($(PG_INITDB),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  set -e; \
+	  mkdir -p /etc/postgresql-common/createcluster.d; \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/referral-ml.conf; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq; \
+	  apt-get install -y -qq --no-install-recommends postgresql; \
+	else \
+	  echo "note: PostgreSQL is not installed (needs root and apt-get to install it): the PostgreSQL store tests will skip"; \
+	fi
+endif
+
+test: setup postgres-deps
 	$(RUN) ruff check .
 	$(RUN) pytest
 
@@ -107,6 +127,7 @@ bench: setup
 	$(RUN) python benchmarks/bench_no_show.py --data data/world-large
 	test -d data/world-medium || $(RUN) referral-ml generate --size medium --seed 7 --out data/world-medium --quiet
 	$(RUN) python benchmarks/bench_ranker.py --data data/world-medium
+	$(RUN) python benchmarks/bench_service.py --data data/world-medium
 
 clean:
 	rm -rf .venv .uv data mlruns mlflow.db referral.db demo-keys.env .pytest_cache .ruff_cache .mypy_cache

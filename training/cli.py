@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+
+if TYPE_CHECKING:
+    import serving.store
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -368,6 +371,19 @@ DbOpt = Annotated[
 ]
 
 
+def _open_store(db: str) -> serving.store.Store:
+    """The store at `db`, its tables created; a bad URL or an unreachable server is a one-line
+    error (exit 2), not a traceback."""
+    from serving.store import Store, StoreError
+
+    try:
+        store = Store(db)
+        store.create()
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    return store
+
+
 @store_app.command("load")
 def store_load(
     data: Annotated[Path, typer.Option("--data", help="A dataset folder (generated or yours).")],
@@ -375,10 +391,7 @@ def store_load(
 ) -> None:
     """Load a dataset folder into the service store (replacing the data tables; keys, contacts
     and the audit trail are kept)."""
-    from serving.store import Store
-
-    store = Store(db)
-    store.create()
+    store = _open_store(db)
     t0 = time.perf_counter()
     try:
         counts = store.load_dataset(data, replace=True)
@@ -396,10 +409,8 @@ def keys_create(
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from serving.keys import create_key
-    from serving.store import Store
 
-    store = Store(db)
-    store.create()
+    store = _open_store(db)
     try:
         key_id, secret = create_key(store, role)
     except ValueError as exc:
@@ -411,9 +422,8 @@ def keys_create(
 def keys_list(db: DbOpt = "sqlite:///referral.db") -> None:
     """Key ids, roles and dates (never secrets), oldest first."""
     from serving.keys import list_keys
-    from serving.store import Store
 
-    for k in list_keys(Store(db)):
+    for k in list_keys(_open_store(db)):
         revoked = k["revoked_at"]
         state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked is not None else "active"
         typer.echo(
@@ -431,10 +441,8 @@ def keys_demo(
     """One key per role for a local demo, kept in an env file (REFERRAL_UI_KEY, OUTREACH_KEY,
     ADMIN_KEY): secrets in the file that still verify are kept; the others are created anew."""
     from serving.keys import Role, create_key, verify
-    from serving.store import Store
 
-    store = Store(db)
-    store.create()
+    store = _open_store(db)
     known: dict[str, str] = {}
     if env_file.exists():
         for line in env_file.read_text().splitlines():
@@ -463,9 +471,8 @@ def keys_revoke(
 ) -> None:
     """Revoke a key at once (it stays in the audit trail)."""
     from serving.keys import revoke
-    from serving.store import Store
 
-    if not revoke(Store(db), key_id):
+    if not revoke(_open_store(db), key_id):
         raise _fail(f"no active key {key_id}")
     typer.echo(f"revoked {key_id}")
 

@@ -1,4 +1,5 @@
-"""Integration fixtures: a real MLflow tracking server, started once per test session."""
+"""Integration fixtures: a real MLflow tracking server and a real PostgreSQL server, each started
+once per test session."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.postgres import PostgresError, find_bindir, running_cluster
 from tests.integration.servers import free_port as _free_port
 from tests.integration.servers import stop as _stop
 from tests.integration.servers import tail as _tail
 
 MLFLOW_EXE = Path(sys.executable).parent / "mlflow"
+REQUIRE_POSTGRES_ENV = "REFERRAL_ML_REQUIRE_POSTGRES"  # CI sets it: no silent skip there
 START_TIMEOUT_S = 60.0
 PORT_ATTEMPTS = 3
 
@@ -88,3 +91,25 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _stop(proc)
     if died is not None:
         pytest.fail(f"mlflow server died during the session ({died}); stderr:\n{_tail(stderr)}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL of the database `referral` on a throwaway PostgreSQL server (127.0.0.1,
+    a free port, trust auth), stopped at the end of the session. Skips when PostgreSQL is not
+    installed, unless $REFERRAL_ML_REQUIRE_POSTGRES=1: then it fails."""
+    bindir = find_bindir()
+    if bindir is None:
+        reason = (
+            "PostgreSQL is not installed (no initdb/pg_ctl/postgres under "
+            "/usr/lib/postgresql/*/bin, $REFERRAL_ML_PG_BINDIR or PATH); "
+            "`make postgres-deps` installs Debian's postgresql package"
+        )
+        if os.environ.get(REQUIRE_POSTGRES_ENV, "").strip().lower() not in {"", "0", "false", "no"}:
+            pytest.fail(f"{REQUIRE_POSTGRES_ENV} is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    try:
+        with running_cluster(bindir, "referral") as cluster:
+            yield cluster.url("referral")
+    except PostgresError as exc:
+        pytest.fail(f"PostgreSQL test server: {exc}", pytrace=False)

@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from sqlalchemy.engine import make_url
 
 from tests.integration.servers import free_port, tail
 
@@ -40,7 +41,6 @@ SETTINGS = {
     "fsync": "off",  # a throwaway cluster: durability is not wanted, speed is
     "synchronous_commit": "off",
     "full_page_writes": "off",
-    "max_connections": "50",
     "shared_buffers": "'64MB'",
     "logging_collector": "off",
 }
@@ -52,19 +52,20 @@ class PostgresError(RuntimeError):
 
 
 def find_bindir() -> Path | None:
-    """The folder holding initdb, pg_ctl and postgres (newest Debian version first), or None."""
+    """The folder holding initdb, pg_ctl and postgres, or None: $REFERRAL_ML_PG_BINDIR when set
+    (and only it), else the newest Debian version, else PATH."""
     override = os.environ.get(BINDIR_ENV)
-    candidates = [Path(override)] if override else []
+    if override:
+        candidates = [Path(override)]
+    else:
 
-    def version(path: Path) -> tuple[int, ...]:
-        return tuple(int(x) for x in re.findall(r"\d+", path.parent.name))
+        def version(path: Path) -> tuple[int, ...]:
+            return tuple(int(x) for x in re.findall(r"\d+", path.parent.name))
 
-    candidates += sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: version(p), reverse=True
-    )
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).parent)
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+        on_path = shutil.which("initdb")
+        if on_path:
+            candidates.append(Path(on_path).parent)
     for bindir in candidates:
         if all((bindir / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
             return bindir
@@ -173,26 +174,12 @@ class Cluster:
                 f"postgres exited with {self.proc.returncode}; server log:\n{tail(self.log)}"
             )
 
-    def _connect(self, database: str = "postgres") -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user=SUPERUSER,
-            dbname=database,
-            autocommit=True,
-            connect_timeout=5,
-        )
-
     def _accepts(self) -> bool:
         try:
-            with self._connect():
+            with _connect(self.url("postgres")):
                 return True
         except psycopg.OperationalError:
             return False
-
-    def create_database(self, name: str) -> None:
-        with self._connect() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def stop(self) -> None:
         """pg_ctl stop -m fast, then reap the postmaster; it is killed if that fails."""
@@ -223,6 +210,30 @@ class Cluster:
                 ) from None
 
 
+def _connect(url: str) -> psycopg.Connection[Any]:
+    u = make_url(url)
+    return psycopg.connect(
+        host=u.host,
+        port=u.port,
+        user=u.username,
+        dbname=u.database,
+        autocommit=True,
+        connect_timeout=5,
+    )
+
+
+def create_database(url: str, name: str) -> str:
+    """Create the database `name` (afresh: an older one is dropped) on the server of `url`, a
+    SQLAlchemy URL of another of its databases; returns the new database's URL."""
+    server = make_url(url)
+    with _connect(server.set(database="postgres").render_as_string(hide_password=False)) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
 @contextlib.contextmanager
 def running_cluster(bindir: Path, database: str = "referral") -> Iterator[Cluster]:
     """Start a throwaway cluster with one database; yield it; stop and delete it. Raises
@@ -233,7 +244,7 @@ def running_cluster(bindir: Path, database: str = "referral") -> Iterator[Cluste
         cluster.init()
         cluster.start()
         try:
-            cluster.create_database(database)
+            create_database(cluster.url("postgres"), database)
             yield cluster
         finally:
             cluster.stop()

@@ -7,7 +7,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 STOP_TIMEOUT_S = 15.0
 
@@ -34,3 +41,72 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
     proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+BENTOML_EXE = Path(sys.executable).parent / "bentoml"
+REPO = Path(__file__).resolve().parents[2]
+SERVICE_START_TIMEOUT_S = 90.0
+
+
+def http_status(url: str) -> int:
+    """The HTTP status of a GET (0 when nothing answers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+@contextlib.contextmanager
+def referral_service(
+    root: Path, *, store_url: str, ranker: Path, no_show: Path, as_of: str
+) -> Iterator[str]:
+    """`bentoml serve serving.service:ReferralService` on a free local port, with these store,
+    bundles and clock (and no other REFERRAL_ML_/BENTOML_ settings); yields its base URL once
+    /readyz answers 200 and stops it afterwards. Logs go to `root`; a failed start fails the
+    test with their tails."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REFERRAL_ML_", "BENTOML_"))}
+    env.update(
+        REFERRAL_ML_STORE=store_url,
+        REFERRAL_ML_RANKER_DIR=str(ranker),
+        REFERRAL_ML_NO_SHOW_DIR=str(no_show),
+        REFERRAL_ML_NOW=str(as_of),
+        BENTOML_HOME=str(root / "bentoml"),
+        BENTOML_DO_NOT_TRACK="True",
+        OMP_WAIT_POLICY="PASSIVE",
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [
+        str(BENTOML_EXE),
+        "serve",
+        "serving.service:ReferralService",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    stderr = root / "stderr.log"
+    with (root / "stdout.log").open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
+        while http_status(f"{base}/readyz") != 200:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"bentoml serve exited with {proc.returncode}; stderr:\n{tail(stderr)}\n"
+                    f"stdout:\n{tail(root / 'stdout.log')}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"/readyz not 200 within {SERVICE_START_TIMEOUT_S:.0f} s; "
+                    f"stderr:\n{tail(stderr)}\nstdout:\n{tail(root / 'stdout.log')}"
+                )
+            time.sleep(0.3)
+        yield base
+    finally:
+        stop(proc)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,25 +16,9 @@ from sqlalchemy import text
 
 from serving.keys import Role, create_key
 from serving.store import Store
-from tests.integration.servers import free_port as _free_port
-from tests.integration.servers import stop as _stop
-from tests.integration.servers import tail as _tail
+from tests.integration.servers import referral_service
 
 pytestmark = pytest.mark.integration
-
-BENTOML_EXE = Path(sys.executable).parent / "bentoml"
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 90.0
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 @dataclass
@@ -64,50 +44,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Itera
     keys = {role: create_key(store, role)[1] for role in Role}
     as_of = json.loads((small_world / "manifest.json").read_text())["as_of"]
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REFERRAL_ML_", "BENTOML_"))}
-    env.update(
-        REFERRAL_ML_STORE=url,
-        REFERRAL_ML_RANKER_DIR=str(ranker),
-        REFERRAL_ML_NO_SHOW_DIR=str(no_show),
-        REFERRAL_ML_NOW=str(as_of),
-        BENTOML_HOME=str(root / "bentoml"),
-        BENTOML_DO_NOT_TRACK="True",
-        OMP_WAIT_POLICY="PASSIVE",
-    )
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [
-        str(BENTOML_EXE),
-        "serve",
-        "serving.service:ReferralService",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    stderr = root / "stderr.log"
-    with (root / "stdout.log").open("wb") as out, stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True
-        )
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while _status(f"{base}/readyz") != 200:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"bentoml serve exited with {proc.returncode}; stderr:\n{_tail(stderr)}\n"
-                    f"stdout:\n{_tail(root / 'stdout.log')}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"/readyz not 200 within {START_TIMEOUT_S:.0f} s; stderr:\n{_tail(stderr)}\n"
-                    f"stdout:\n{_tail(root / 'stdout.log')}"
-                )
-            time.sleep(0.3)
-        tables = store.read_tables(["patients", "specialists"])
-        yield Server(base, store, keys, tables)
+        with referral_service(
+            root, store_url=url, ranker=ranker, no_show=no_show, as_of=str(as_of)
+        ) as base:
+            tables = store.read_tables(["patients", "specialists"])
+            yield Server(base, store, keys, tables)
     finally:
-        _stop(proc)
         store.dispose()
 
 
