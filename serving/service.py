@@ -101,6 +101,7 @@ INVALID_JSON_ERRORS: Final = [{"field": "body", "problem": "not valid JSON"}]
 TOO_LARGE: Final = object()  # the body of a request over MAX_BODY_BYTES
 # 5,000 appointments (the most /no_show_risk takes) are about 2.3 MB of JSON.
 MAX_BODY_BYTES: Final = int(os.environ.get("REFERRAL_ML_MAX_BODY_BYTES", 4 * 1024 * 1024))
+DRAIN_BYTES: Final = 8 * MAX_BODY_BYTES  # an oversized body up to this is read and dropped
 
 
 def runtime_from_env(env: dict[str, str] | None = None) -> Runtime:
@@ -490,10 +491,13 @@ class GatewayMiddleware:
 
 
 async def _read_bounded(headers: Headers, receive: Receive, limit: int) -> bytes | object | None:
-    """The whole body; TOO_LARGE as soon as it is known to exceed `limit` bytes; None when the
-    client disconnected."""
+    """The whole body; TOO_LARGE when it exceeds `limit` bytes; None when the client went away.
+
+    An oversized body is read to its end and dropped (never kept) while it stays under
+    DRAIN_BYTES, so that the client, still sending, gets the 413 rather than a reset
+    connection; a bigger one (declared or counted) is answered at once."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and int(declared) > DRAIN_BYTES:
         return TOO_LARGE
     chunks: list[bytes] = []
     size = 0
@@ -503,10 +507,14 @@ async def _read_bounded(headers: Headers, receive: Receive, limit: int) -> bytes
             return None
         chunk = message.get("body", b"")
         size += len(chunk)
+        more = bool(message.get("more_body", False))
         if size > limit:
-            return TOO_LARGE
+            chunks.clear()
+            if not more or size > DRAIN_BYTES:
+                return TOO_LARGE
+            continue
         chunks.append(chunk)
-        if not message.get("more_body", False):
+        if not more:
             return b"".join(chunks)
 
 

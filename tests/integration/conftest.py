@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.postgres import PostgresError, find_bindir, running_cluster
+from tests.integration.servers import CORS_ORIGIN, Server, referral_service
 from tests.integration.servers import free_port as _free_port
 from tests.integration.servers import stop as _stop
 from tests.integration.servers import tail as _tail
@@ -113,3 +114,38 @@ def postgres_url() -> Iterator[str]:
             yield cluster.url("referral")
     except PostgresError as exc:
         pytest.fail(f"PostgreSQL test server: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="package")
+def server(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Iterator[Server]:
+    """One real `bentoml serve` of the service for the integration tests: models trained on the
+    small world, a SQLite store loaded with it, one key per role, CORS allowed for CORS_ORIGIN."""
+    import json
+
+    from serving.keys import Role, create_key
+    from serving.store import Store
+    from training.no_show import load_world, train_no_show
+    from training.ranker import load_ranker_data, train_ranker
+
+    root = tmp_path_factory.mktemp("service")
+    ranker = train_ranker(load_ranker_data(small_world)).bundle().save(root / "ranker")
+    no_show = train_no_show(load_world(small_world)).predictor.save(root / "no_show")
+    url = f"sqlite:///{root / 'referral.db'}"
+    store = Store(url)
+    store.create()
+    store.load_dataset(small_world)
+    keys = {role: create_key(store, role)[1] for role in Role}
+    as_of = str(json.loads((small_world / "manifest.json").read_text())["as_of"])
+    try:
+        with referral_service(
+            root,
+            store_url=url,
+            ranker=ranker,
+            no_show=no_show,
+            as_of=as_of,
+            extra_env={"REFERRAL_ML_CORS_ORIGINS": CORS_ORIGIN},
+        ) as base:
+            tables = store.read_tables(["patients", "specialists"])
+            yield Server(base, store, keys, tables, ranker, no_show, as_of)
+    finally:
+        store.dispose()

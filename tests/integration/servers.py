@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,9 +13,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
+
+from serving.keys import Role
+from serving.store import Store
 
 STOP_TIMEOUT_S = 15.0
 
@@ -61,12 +68,19 @@ def http_status(url: str) -> int:
 
 @contextlib.contextmanager
 def referral_service(
-    root: Path, *, store_url: str, ranker: Path, no_show: Path, as_of: str
+    root: Path,
+    *,
+    store_url: str,
+    ranker: Path,
+    no_show: Path,
+    as_of: str,
+    extra_env: dict[str, str] | None = None,
+    wait_ready: bool = True,
 ) -> Iterator[str]:
     """`bentoml serve serving.service:ReferralService` on a free local port, with these store,
-    bundles and clock (and no other REFERRAL_ML_/BENTOML_ settings); yields its base URL once
-    /readyz answers 200 and stops it afterwards. Logs go to `root`; a failed start fails the
-    test with their tails."""
+    bundles and clock (and no other REFERRAL_ML_/BENTOML_ settings but `extra_env`); yields its
+    base URL once /readyz answers 200 (with `wait_ready=False`: once /livez does) and stops it
+    afterwards. Logs go to `root`; a failed start fails the test with their tails."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFERRAL_ML_", "BENTOML_"))}
     env.update(
         REFERRAL_ML_STORE=store_url,
@@ -77,6 +91,7 @@ def referral_service(
         BENTOML_DO_NOT_TRACK="True",
         OMP_WAIT_POLICY="PASSIVE",
     )
+    env.update(extra_env or {})
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [
@@ -95,7 +110,8 @@ def referral_service(
         )
     try:
         deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
-        while http_status(f"{base}/readyz") != 200:
+        probe = f"{base}/readyz" if wait_ready else f"{base}/livez"
+        while http_status(probe) != 200:
             if proc.poll() is not None:
                 pytest.fail(
                     f"bentoml serve exited with {proc.returncode}; stderr:\n{tail(stderr)}\n"
@@ -103,10 +119,54 @@ def referral_service(
                 )
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"/readyz not 200 within {SERVICE_START_TIMEOUT_S:.0f} s; "
+                    f"{probe} not 200 within {SERVICE_START_TIMEOUT_S:.0f} s; "
                     f"stderr:\n{tail(stderr)}\nstdout:\n{tail(root / 'stdout.log')}"
                 )
             time.sleep(0.3)
         yield base
     finally:
         stop(proc)
+
+
+CORS_ORIGIN = "http://referral-ui.example.org"  # the origin the test service allows
+
+
+@dataclass
+class Server:
+    """A running test service: its URL, store, one key per role, a few tables, its bundles."""
+
+    url: str
+    store: Store
+    keys: dict[Role, str]
+    tables: dict[str, pd.DataFrame]
+    ranker: Path | None = None
+    no_show: Path | None = None
+    as_of: str = ""
+
+
+def call(
+    server: Server,
+    path: str,
+    body: Any = None,
+    key: str | None = None,
+    *,
+    raw: bytes | None = None,
+    content_type: str = "application/json",
+    method: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], str]:
+    """GET without a body; POST with `body` as JSON, or with `raw` bytes as they are (or
+    `method`). Returns status, headers (lower-case names) and the body text."""
+    sent = {"Content-Type": content_type, **(headers or {})}
+    if key is not None:
+        sent["Authorization"] = f"Bearer {key}"
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    verb = method or ("GET" if data is None else "POST")
+    req = urllib.request.Request(server.url + path, data=data, headers=sent, method=verb)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            got = {k.lower(): v for k, v in response.headers.items()}
+            return int(response.status), got, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        got = {k.lower(): v for k, v in exc.headers.items()}
+        return int(exc.code), got, exc.read().decode()

@@ -20,8 +20,7 @@ from serving.runtime import Runtime
 from serving.schemas import NoShowRiskRequest, RecommendRequest, WorklistRequest
 from serving.store import DATA_MODELS, Audit, Plan, Store, StoreError, _table, hash_id, utcnow
 from tests.integration.postgres import create_database
-from tests.integration.servers import free_port, referral_service
-from tests.integration.test_service_http import Server, _call
+from tests.integration.servers import Server, call, free_port, referral_service
 from tests.integration.test_serving_cli import cli
 from tests.unit.test_runtime import _referral, _window, as_of, bundles  # noqa: F401 (fixtures)
 
@@ -314,7 +313,7 @@ def test_service_over_http_on_postgres_writes_the_audit_trail(
             no_show=bundles["no_show"],
             as_of=as_of.isoformat(),
         ) as base:
-            status, headers, text_ = _call(Server(base, store, {}, {}), "/recommend", body, secret)
+            status, headers, text_ = call(Server(base, store, {}, {}), "/recommend", body, secret)
         assert status == 200, text_
         assert json.loads(text_)["specialists"]
         rows = [r for r in _rows(store, Audit) if r["request_id"] == headers["x-request-id"]]

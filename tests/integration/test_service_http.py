@@ -5,77 +5,16 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from serving.keys import Role, create_key
-from serving.store import Store
-from tests.integration.servers import referral_service
+from serving.keys import Role
+from tests.integration.servers import Server, call
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Server:
-    url: str
-    store: Store
-    keys: dict[Role, str]
-    tables: dict[str, pd.DataFrame]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Iterator[Server]:
-    from training.no_show import load_world, train_no_show
-    from training.ranker import load_ranker_data, train_ranker
-
-    root = tmp_path_factory.mktemp("service")
-    ranker = train_ranker(load_ranker_data(small_world)).bundle().save(root / "ranker")
-    no_show = train_no_show(load_world(small_world)).predictor.save(root / "no_show")
-    url = f"sqlite:///{root / 'referral.db'}"
-    store = Store(url)
-    store.create()
-    store.load_dataset(small_world)
-    keys = {role: create_key(store, role)[1] for role in Role}
-    as_of = json.loads((small_world / "manifest.json").read_text())["as_of"]
-
-    try:
-        with referral_service(
-            root, store_url=url, ranker=ranker, no_show=no_show, as_of=str(as_of)
-        ) as base:
-            tables = store.read_tables(["patients", "specialists"])
-            yield Server(base, store, keys, tables)
-    finally:
-        store.dispose()
-
-
-def _call(
-    server: Server,
-    path: str,
-    body: Any = None,
-    key: str | None = None,
-    *,
-    raw: bytes | None = None,
-    content_type: str = "application/json",
-) -> tuple[int, dict[str, str], str]:
-    """GET without a body; POST with `body` as JSON, or with `raw` bytes as they are."""
-    headers = {"Content-Type": content_type}
-    if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
-    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        server.url + path, data=data, headers=headers, method="GET" if data is None else "POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return int(response.status), dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), dict(exc.headers), exc.read().decode()
 
 
 def _referral(server: Server, latitude: float | None = None) -> dict[str, Any]:
@@ -99,19 +38,19 @@ def _referral(server: Server, latitude: float | None = None) -> dict[str, Any]:
 
 
 def test_without_a_key_is_401(server: Server) -> None:
-    status, headers, body = _call(server, "/recommend", _referral(server))
+    status, headers, body = call(server, "/recommend", _referral(server))
     assert status == 401
     assert json.loads(body)["request_id"] == headers["x-request-id"]
 
 
 def test_wrong_role_is_403(server: Server) -> None:
-    status, _, _ = _call(server, "/recommend", _referral(server), server.keys[Role.OUTREACH])
+    status, _, _ = call(server, "/recommend", _referral(server), server.keys[Role.OUTREACH])
     assert status == 403
 
 
 def test_bad_request_is_422_without_the_value(server: Server) -> None:
     body = _referral(server, latitude=123.456)
-    status, _, text_ = _call(server, "/recommend", body, server.keys[Role.REFERRAL_UI])
+    status, _, text_ = call(server, "/recommend", body, server.keys[Role.REFERRAL_UI])
     assert status == 422
     fields = [e["field"] for e in json.loads(text_)["errors"]]
     assert "referral.patient.latitude" in fields
@@ -119,7 +58,7 @@ def test_bad_request_is_422_without_the_value(server: Server) -> None:
 
 
 def test_recommend_ranks_specialists(server: Server) -> None:
-    status, headers, text_ = _call(
+    status, headers, text_ = call(
         server, "/recommend", _referral(server), server.keys[Role.REFERRAL_UI]
     )
     assert status == 200, text_
@@ -146,7 +85,7 @@ def test_no_show_risk(server: Server) -> None:
         "urgency": "routine",
         "referral_type": "provider",
     }
-    status, _, text_ = _call(
+    status, _, text_ = call(
         server, "/no_show_risk", {"appointments": [appointment]}, server.keys[Role.OUTREACH]
     )
     assert status == 200, text_
@@ -155,19 +94,19 @@ def test_no_show_risk(server: Server) -> None:
 
 
 def test_model_info_is_admin_only(server: Server) -> None:
-    status, _, text_ = _call(server, "/model_info", key=server.keys[Role.ADMIN])
+    status, _, text_ = call(server, "/model_info", key=server.keys[Role.ADMIN])
     assert status == 200, text_
     assert {m["name"] for m in json.loads(text_)["models"]} == {"specialist-ranker", "no-show"}
-    status, _, _ = _call(server, "/model_info", key=server.keys[Role.REFERRAL_UI])
+    status, _, _ = call(server, "/model_info", key=server.keys[Role.REFERRAL_UI])
     assert status == 403
 
 
 def test_audit_rows_hash_patient_ids(server: Server) -> None:
     # Given one accepted, one unauthenticated, one wrong-role and one invalid request
-    _call(server, "/recommend", _referral(server), server.keys[Role.REFERRAL_UI])
-    _call(server, "/recommend", _referral(server))
-    _call(server, "/recommend", _referral(server), server.keys[Role.OUTREACH])
-    _call(server, "/recommend", _referral(server, latitude=123.456), server.keys[Role.REFERRAL_UI])
+    call(server, "/recommend", _referral(server), server.keys[Role.REFERRAL_UI])
+    call(server, "/recommend", _referral(server))
+    call(server, "/recommend", _referral(server), server.keys[Role.OUTREACH])
+    call(server, "/recommend", _referral(server, latitude=123.456), server.keys[Role.REFERRAL_UI])
     # Then each left an audit row, with the patient id hashed, never in the clear
     patient_id = str(server.tables["patients"].iloc[0]["patient_id"])
     with server.store.engine.connect() as conn:
@@ -190,7 +129,7 @@ def _window(server: Server, days: int = 7) -> tuple[str, str]:
 def test_worklist_is_sorted_by_risk_and_capped_per_day(server: Server) -> None:
     start, end = _window(server)
     body = {"start": start, "end": end, "capacity": 2}
-    status, headers, text_ = _call(server, "/outreach/worklist", body, server.keys[Role.OUTREACH])
+    status, headers, text_ = call(server, "/outreach/worklist", body, server.keys[Role.OUTREACH])
     assert status == 200, text_
     out = json.loads(text_)
     assert out["request_id"] == headers["x-request-id"]
@@ -202,14 +141,14 @@ def test_worklist_is_sorted_by_risk_and_capped_per_day(server: Server) -> None:
     assert per_day.max() <= 2
     assert all(start <= day <= end for day in per_day.index)
     assert all(r["tier"] in {"low", "medium", "high"} and r["recommended_action"] for r in rows)
-    status, _, _ = _call(server, "/outreach/worklist", body, server.keys[Role.REFERRAL_UI])
+    status, _, _ = call(server, "/outreach/worklist", body, server.keys[Role.REFERRAL_UI])
     assert status == 403
 
 
 def test_worklist_as_csv(server: Server) -> None:
     start, end = _window(server, days=2)
     body = {"start": start, "end": end, "format": "csv"}
-    status, headers, text_ = _call(server, "/outreach/worklist", body, server.keys[Role.ADMIN])
+    status, headers, text_ = call(server, "/outreach/worklist", body, server.keys[Role.ADMIN])
     assert status == 200, text_
     assert headers["content-type"].startswith("text/csv")
     lines = text_.splitlines()
@@ -223,24 +162,24 @@ def test_contact_is_recorded_and_an_unknown_appointment_is_404(server: Server) -
     )
     appointment_id = str(upcoming["appointment_id"].iloc[0])
     body = {"appointment_id": appointment_id, "channel": "call", "outcome": "transport_arranged"}
-    status, _, text_ = _call(server, "/outreach/contact", body, server.keys[Role.OUTREACH])
+    status, _, text_ = call(server, "/outreach/contact", body, server.keys[Role.OUTREACH])
     assert status == 200, text_
     assert json.loads(text_)["appointment_id"] == appointment_id
     assert len(server.store.contacts([appointment_id])) >= 1
     missing = {"appointment_id": "A-NOPE-404", "channel": "text", "outcome": "no_answer"}
-    status, _, text_ = _call(server, "/outreach/contact", missing, server.keys[Role.OUTREACH])
+    status, _, text_ = call(server, "/outreach/contact", missing, server.keys[Role.OUTREACH])
     assert status == 404, text_
     assert json.loads(text_)["error"] == "no such appointment"
     assert "A-NOPE-404" not in text_
 
 
 def test_reload_is_admin_only(server: Server) -> None:
-    status, _, text_ = _call(server, "/admin/reload", raw=b"", key=server.keys[Role.ADMIN])
+    status, _, text_ = call(server, "/admin/reload", raw=b"", key=server.keys[Role.ADMIN])
     assert status == 200, text_
     out = json.loads(text_)
     assert out["reloaded"] is True
     assert set(out["versions"]) == {"ranker", "no_show"}
-    status, _, _ = _call(server, "/admin/reload", raw=b"", key=server.keys[Role.OUTREACH])
+    status, _, _ = call(server, "/admin/reload", raw=b"", key=server.keys[Role.OUTREACH])
     assert status == 403
 
 
@@ -256,7 +195,7 @@ def test_reload_is_admin_only(server: Server) -> None:
 def test_malformed_json_is_422(
     server: Server, path: str, role: Role, raw: bytes, content_type: str
 ) -> None:
-    status, headers, text_ = _call(
+    status, headers, text_ = call(
         server, path, key=server.keys[role], raw=raw, content_type=content_type
     )
     assert status == 422, text_
@@ -264,7 +203,7 @@ def test_malformed_json_is_422(
     assert out["errors"] == [{"field": "body", "problem": "not valid JSON"}]
     assert out["request_id"] == headers["x-request-id"]
     assert "Traceback" not in text_
-    status, _, _ = _call(server, path, raw=raw, content_type=content_type)  # no key: 401 first
+    status, _, _ = call(server, path, raw=raw, content_type=content_type)  # no key: 401 first
     assert status == 401
 
 
@@ -272,7 +211,7 @@ def test_metrics_count_empty_recommendations_by_filter(server: Server) -> None:
     # Given a referral no specialist can serve within 10 m
     body = _referral(server)
     body["referral"]["preferences"] = {"max_distance_km": 0.01}
-    status, _, text_ = _call(server, "/recommend", body, server.keys[Role.REFERRAL_UI])
+    status, _, text_ = call(server, "/recommend", body, server.keys[Role.REFERRAL_UI])
     assert status == 200 and json.loads(text_)["specialists"] == []
     # Then /metrics counts it under the filter that emptied the list, with no patient data
     with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
