@@ -125,15 +125,19 @@ WORKLIST_EXAMPLE: Final[dict[str, Any]] = {
             "recommended_action": "call and offer transport",
             "appointment_at": "2025-07-03T08:30:00",
             "specialist_id": "1703547657",
+            "contact_attempts": 1,
+            "last_contact_at": "2025-06-30T10:12:00",
+            "last_contact_outcome": "no_answer",
         }
     ],
     "model_version": "1",
     "request_id": _REQUEST_ID,
 }
 WORKLIST_CSV_EXAMPLE: Final = (
-    "appointment_id,appointment_at,specialist_id,risk,tier,top_factors,recommended_action\n"
+    "appointment_id,appointment_at,specialist_id,risk,tier,top_factors,recommended_action,"
+    "contact_attempts,last_contact_outcome\n"
     "AP00114223,2025-07-03T08:30:00,1703547657,0.6346,high,"
-    "prior_no_show_rate|lead_days|text_reminder,call and offer transport\n"
+    "prior_no_show_rate|lead_days|text_reminder,call and offer transport,1,no_answer\n"
 )
 CONTACT_EXAMPLE: Final[dict[str, Any]] = {
     "appointment_id": "AP00114000",

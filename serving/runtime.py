@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from serving import keys
 from serving.schemas import (
+    ContactOutcome,
     ContactRequest,
     ContactResponse,
     CreatedKey,
@@ -336,9 +337,26 @@ class Runtime:
             if per_day.get(day, 0) < req.capacity:
                 per_day[day] = per_day.get(day, 0) + 1
                 kept.append(w)
+        self._add_contacts(kept)
         return WorklistResponse(
             rows=kept, model_version=state.versions[NO_SHOW], request_id=request_id
         )
+
+    def _add_contacts(self, rows: list[WorklistRow]) -> None:
+        """Each row's contact attempts so far and the latest one's time and outcome (so the
+        team does not call twice a patient already reached)."""
+        log = self.store.contacts([r.appointment_id for r in rows])
+        if log.empty:
+            return
+        by_id = {str(k): g for k, g in log.groupby("appointment_id", sort=False)}
+        for r in rows:
+            attempts = by_id.get(r.appointment_id)
+            if attempts is None:
+                continue
+            last = attempts.iloc[-1]  # the log is oldest first
+            r.contact_attempts = len(attempts)
+            r.last_contact_at = pd.Timestamp(last["contacted_at"]).to_pydatetime()
+            r.last_contact_outcome = ContactOutcome(str(last["outcome"]))
 
     def record_contact(
         self, req: ContactRequest, request_id: str, key_id: str | None = None
@@ -352,6 +370,7 @@ class Runtime:
                 req.outcome,
                 key_id=key_id,
                 contacted_at=recorded_at,
+                note=req.note,
             )
         except KeyError:
             raise RequestError(404, "no such appointment") from None

@@ -785,6 +785,9 @@ class WorklistRequest(_Model):
 class WorklistRow(RiskRow):
     appointment_at: ReportedDatetime
     specialist_id: str | None
+    contact_attempts: int = 0
+    last_contact_at: ReportedDatetime | None = None
+    last_contact_outcome: ContactOutcome | None = None
 
 
 class WorklistResponse(_Model):
@@ -801,6 +804,8 @@ WORKLIST_CSV_COLUMNS: Final = (
     "tier",
     "top_factors",
     "recommended_action",
+    "contact_attempts",
+    "last_contact_outcome",
 )
 
 
@@ -819,6 +824,8 @@ def worklist_csv(rows: Sequence[WorklistRow]) -> str:
                 r.tier.value,
                 contract.SEP.join(r.top_factors),
                 r.recommended_action,
+                r.contact_attempts,
+                r.last_contact_outcome.value if r.last_contact_outcome else "",
             ]
         )
     return buf.getvalue()

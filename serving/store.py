@@ -57,7 +57,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -230,7 +232,8 @@ class Appointment(Base):
 
 
 class Contact(Base):
-    """Outreach contact log: one row per attempt, by appointment (no patient data)."""
+    """Outreach contact log: one row per attempt, by appointment. `note` is the coordinator's
+    short free text (it may name a person or a time: it is stored here, never logged)."""
 
     __tablename__ = "contacts"
 
@@ -240,6 +243,19 @@ class Contact(Base):
     channel: Mapped[str] = mapped_column(String(16))
     outcome: Mapped[str] = mapped_column(String(32))
     key_id: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(String(200))
+
+
+# Columns added after a table's first release: (table, column, DDL type). `create()` adds those an
+# existing database lacks (create_all only creates missing tables).
+_ADDED_COLUMNS: Final = (("contacts", "note", "VARCHAR(200)"),)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    inspector = inspect(conn)
+    for table, column, ddl in _ADDED_COLUMNS:
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
 
 
 class Audit(Base):
@@ -401,6 +417,7 @@ class Store:
             raise StoreError(f"cannot connect to {where}: {reason}") from None
         with connection as conn:
             Base.metadata.create_all(conn)
+            _add_missing_columns(conn)
             conn.commit()
 
     def dispose(self) -> None:
@@ -568,6 +585,7 @@ class Store:
         outcome: ContactOutcome | str,
         key_id: str | None = None,
         contacted_at: datetime | None = None,
+        note: str | None = None,
     ) -> int:
         """Log one outreach attempt for a stored appointment; returns the contact's id.
         Raises KeyError for an unknown appointment and ValueError for an unknown channel or
@@ -593,6 +611,7 @@ class Store:
                 channel=channel.value,
                 outcome=outcome.value,
                 key_id=key_id,
+                note=note,
             )
             session.add(contact)
             session.flush()

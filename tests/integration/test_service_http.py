@@ -161,11 +161,24 @@ def test_contact_is_recorded_and_an_unknown_appointment_is_404(server: Server) -
         pd.Timestamp("2000-01-01"), pd.Timestamp("2100-01-01")
     )
     appointment_id = str(upcoming["appointment_id"].iloc[0])
-    body = {"appointment_id": appointment_id, "channel": "call", "outcome": "transport_arranged"}
+    body = {
+        "appointment_id": appointment_id,
+        "channel": "call",
+        "outcome": "transport_arranged",
+        "note": "ride at 8:15",
+    }
     status, _, text_ = call(server, "/outreach/contact", body, server.keys[Role.OUTREACH])
     assert status == 200, text_
     assert json.loads(text_)["appointment_id"] == appointment_id
-    assert len(server.store.contacts([appointment_id])) >= 1
+    log = server.store.contacts([appointment_id])
+    assert len(log) >= 1 and log["note"].iloc[-1] == "ride at 8:15"
+    # The worklist then shows the attempt, so the team does not call twice
+    day = str(pd.Timestamp(upcoming["appointment_at"].iloc[0]).date())
+    worklist = {"start": day, "end": day, "capacity": 500}
+    status, _, text_ = call(server, "/outreach/worklist", worklist, server.keys[Role.OUTREACH])
+    row = next(r for r in json.loads(text_)["rows"] if r["appointment_id"] == appointment_id)
+    assert row["contact_attempts"] == len(log)
+    assert row["last_contact_outcome"] == "transport_arranged" and row["last_contact_at"]
     missing = {"appointment_id": "A-NOPE-404", "channel": "text", "outcome": "no_answer"}
     status, _, text_ = call(server, "/outreach/contact", missing, server.keys[Role.OUTREACH])
     assert status == 404, text_

@@ -552,7 +552,7 @@ def test_risk_rows_and_worklist_csv() -> None:
     ]
     lines = worklist_csv(wl).splitlines()
     assert lines[0].split(",") == list(WORKLIST_CSV_COLUMNS)
-    assert lines[3].endswith("high,lead_days|prior_no_shows|age,call and offer transport")
+    assert lines[3].endswith("high,lead_days|prior_no_shows|age,call and offer transport,0,")
 
 
 def test_importing_the_schemas_loads_no_training_code_or_heavy_ml_libraries() -> None:

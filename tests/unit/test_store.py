@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from features.contract import TABLES
@@ -351,11 +351,12 @@ def test_contacts_are_recorded_for_known_appointments(tmp_path: Path, small_worl
     store.load_dataset(small_world)
     appointment = store.read_tables(["appointments"])["appointments"]["appointment_id"].iloc[0]
     # When a call is recorded
-    contact_id = store.record_contact(appointment, "call", "reached", key_id="k1")
+    contact_id = store.record_contact(appointment, "call", "reached", key_id="k1", note="8:15")
     # Then it is in the log with a naive UTC time
     log = store.contacts([appointment])
     assert list(log["id"]) == [contact_id]
     assert log["channel"].iloc[0] == "call" and log["key_id"].iloc[0] == "k1"
+    assert log["note"].iloc[0] == "8:15"
     assert abs(
         log["contacted_at"].iloc[0] - pd.Timestamp.now("UTC").tz_localize(None)
     ) < pd.Timedelta(minutes=1)
@@ -477,3 +478,25 @@ def test_unknown_roles_are_refused(key_store: Store) -> None:
     with pytest.raises(ValueError, match="role must be one of"):
         keys.create_key(key_store, "superuser")
     assert key_store.counts()["api_keys"] == 0
+
+
+def test_create_adds_the_note_column_to_an_older_contacts_table(tmp_path: Path) -> None:
+    # Given a database whose contacts table predates the note column
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE contacts (id INTEGER PRIMARY KEY, appointment_id VARCHAR, "
+                "contacted_at DATETIME, channel VARCHAR(16), outcome VARCHAR(32), "
+                "key_id VARCHAR(32))"
+            )
+        )
+    engine.dispose()
+    # When the store is created on it, Then the column is there and usable
+    store = Store(url)
+    store.create()
+    store.create()  # and a second create changes nothing
+    with store.engine.connect() as conn:
+        columns = [c["name"] for c in inspect(conn).get_columns("contacts")]
+    assert columns.count("note") == 1
