@@ -19,9 +19,12 @@ Import rule: `features` and third-party libraries only; lightgbm (through `featu
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
+import time as time_module
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -68,6 +71,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNVERSIONED: Final = "unversioned"
+RELOAD_SETTING: Final = "models_generation"  # bumped by each successful /admin/reload
+RELOAD_POLL_S: Final = 2.0
 RANKER: Final = "ranker"
 NO_SHOW: Final = "no_show"
 # Tables the matcher needs (appointments and referrals give outcome rates and continuity).
@@ -146,6 +151,12 @@ class RuntimeState:
     versions: Mapping[str, str]  # RANKER / NO_SHOW -> version
     models: tuple[ModelInfo, ...]
     loaded_at: datetime
+    events: pd.DataFrame  # recorded outcomes (as `Store.outcome_events`), sorted by patient
+
+    def history(self, patient_ids: list[str]) -> pd.DataFrame:
+        """These patients' recorded outcomes as of the load (what `Store.outcome_events` would
+        answer then), from memory: no database round trip on the request path."""
+        return self.events[self.events["patient_id"].isin(patient_ids)].reset_index(drop=True)
 
 
 class Runtime:
@@ -159,8 +170,10 @@ class Runtime:
         now: datetime | None = None,
         *,
         store: Store | None = None,
+        settle_heap: bool = False,
     ):
-        """`store`: an already open Store for `store_url` (tests); default: a new one."""
+        """`store`: an already open Store for `store_url` (tests); default: a new one.
+        `settle_heap`: after each load, collect and freeze the heap (`_settle_heap`; servers)."""
         self.store = store if store is not None else Store(store_url)
         self.ranker_dir = Path(ranker_dir)
         self.no_show_dir = Path(no_show_dir)
@@ -168,6 +181,9 @@ class Runtime:
         self._state: RuntimeState | None = None
         self._load_lock = threading.Lock()
         self.not_ready_reason: str | None = "not loaded yet"
+        self.settle_heap = settle_heap
+        self.generation: str | None = None  # the store's RELOAD_SETTING seen at the last load
+        self._follower: threading.Thread | None = None
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -197,6 +213,10 @@ class Runtime:
         Returns True when the new state is in place."""
         with self._load_lock:
             try:
+                generation = self.store.get_setting(RELOAD_SETTING)
+            except Exception:  # an unreachable store fails in _build with its reason
+                generation = None
+            try:
                 state = self._build()
             except _LoadError as exc:
                 self.not_ready_reason = str(exc)
@@ -204,8 +224,34 @@ class Runtime:
                 return False
             self._state = state  # the atomic swap
             self.not_ready_reason = None
+            self.generation = generation
             log.info("loaded models %s", dict(state.versions))
+            if self.settle_heap:
+                _settle_heap()
             return True
+
+    def follow_reloads(self, interval_s: float = RELOAD_POLL_S) -> None:
+        """Reload whenever another worker has (a daemon thread polling the store's
+        RELOAD_SETTING every `interval_s`): /admin/reload reaches one worker of several, and
+        the others follow within `interval_s`."""
+        if self._follower is not None:
+            return
+
+        def follow() -> None:
+            while True:
+                time_module.sleep(interval_s)
+                try:
+                    seen = self.store.get_setting(RELOAD_SETTING)
+                except Exception as exc:
+                    log.error("reload follower: store unavailable (%s)", type(exc).__name__)
+                    continue
+                if seen is not None and seen != self.generation:
+                    log.info("another worker reloaded: reloading")
+                    if not self.load():
+                        self.generation = seen  # failed: logged; do not retry every tick
+
+        self._follower = threading.Thread(target=follow, name="reload-follower", daemon=True)
+        self._follower.start()
 
     def _build(self) -> RuntimeState:
         from features.matcher import Matcher, SpecialistRanker
@@ -255,6 +301,7 @@ class Runtime:
             _info("no-show", versions[NO_SHOW], predictor.metadata, list(predictor.spec.columns)),
         )
         return RuntimeState(
+            events=_outcome_events(tables),
             matcher=matcher,
             predictor=predictor,
             directory=directory,
@@ -297,7 +344,7 @@ class Runtime:
         patient_ids: list[str] = []
         if "patient_id" in flat.columns:
             patient_ids = sorted({str(p) for p in flat["patient_id"] if isinstance(p, str) and p})
-        events = self.store.outcome_events(patient_ids) if patient_ids else None
+        events = state.history(patient_ids) if patient_ids else None
         predictor = state.predictor
         X = predictor.features(flat, events)
         risk = predictor.predict_matrix(X).clip(0.0, 1.0)
@@ -381,7 +428,10 @@ class Runtime:
     def reload(self, _req: Any, request_id: str) -> ReloadResponse:
         """Load the bundles and store again (atomic swap); on failure the old models keep
         serving and RequestError says why (409 while still serving, 503 when not ready)."""
-        if not self.load():
+        if self.load():
+            self.generation = uuid.uuid4().hex
+            self.store.set_setting(RELOAD_SETTING, self.generation)  # the other workers follow
+        else:
             reason = self.not_ready_reason or "unknown"
             if self.ready:
                 raise RequestError(409, f"reload failed, still serving {self.versions()}: {reason}")
@@ -429,6 +479,29 @@ class Runtime:
         """The loaded models' versions ({} when not ready)."""
         state = self._state
         return {} if state is None else dict(state.versions)
+
+
+def _outcome_events(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every recorded outcome with its specialist's organization, in the columns and order of
+    `Store.outcome_events` (patient, outcome time, appointment id)."""
+    ap = tables["appointments"]
+    done = ap[ap["outcome"].notna() & ap["outcome_at"].notna()]
+    orgs = tables["specialists"][["specialist_id", "organization_id"]]
+    events = done.merge(orgs, on="specialist_id", how="left").sort_values(
+        ["patient_id", "outcome_at", "appointment_id"], kind="stable"
+    )
+    columns = ["patient_id", "specialist_id", "organization_id", "outcome", "outcome_at"]
+    return events[columns].reset_index(drop=True)
+
+
+def _settle_heap() -> None:
+    """Collect, then freeze what survives (the libraries and the loaded state) out of the
+    garbage collector's reach: full collections then walk only what requests allocate, instead
+    of ~10^6 long-lived objects each time (pauses of 100+ ms under load before; see
+    benchmarks/bench_service.py). Unfreezing first lets a reload's old state be freed."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class _LoadError(Exception):

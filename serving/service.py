@@ -13,6 +13,8 @@ Configuration (environment variables, read once when a worker starts):
     REFERRAL_ML_AUDIT_SALT   optional key of the audit hashes (see serving.store)
     REFERRAL_ML_CORS_ORIGINS optional comma-separated origins allowed by CORS (default: CORS off)
     REFERRAL_ML_MAX_BODY_BYTES  request body limit (default 4 MiB; over it: 413)
+    REFERRAL_ML_WORKERS      worker processes (default 2); a reload reaches one, the others
+                             follow within 2 s (Runtime.follow_reloads)
 
 Endpoints (`ENDPOINTS`; the OpenAPI document at GET /docs.json, `serving.openapi`):
 
@@ -64,6 +66,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.bentoml_patches import cancel_request_timers
 from serving.keys import Role, verify
 from serving.openapi import openapi_document
 from serving.runtime import NotReadyError, RequestError, Runtime
@@ -88,6 +91,7 @@ ENV_RANKER_DIR: Final = "REFERRAL_ML_RANKER_DIR"
 ENV_NO_SHOW_DIR: Final = "REFERRAL_ML_NO_SHOW_DIR"
 ENV_NOW: Final = "REFERRAL_ML_NOW"
 ENV_CORS_ORIGINS: Final = "REFERRAL_ML_CORS_ORIGINS"
+ENV_WORKERS: Final = "REFERRAL_ML_WORKERS"
 DEFAULT_RANKER_DIR: Final = "models/ranker"
 DEFAULT_NO_SHOW_DIR: Final = "models/no_show"
 REQUEST_ID_HEADER: Final = "X-Request-ID"
@@ -113,6 +117,7 @@ def runtime_from_env(env: dict[str, str] | None = None) -> Runtime:
         _bundle_dir(env.get(ENV_RANKER_DIR), "specialist-ranker", DEFAULT_RANKER_DIR),
         _bundle_dir(env.get(ENV_NO_SHOW_DIR), "no-show", DEFAULT_NO_SHOW_DIR),
         now=datetime.fromisoformat(now_text) if now_text else None,
+        settle_heap=True,
     )
 
 
@@ -532,11 +537,17 @@ def _too_large_message() -> str:
 
 
 def service_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The BentoML configuration: a 60 s request timeout; CORS only when REFERRAL_ML_CORS_ORIGINS
-    lists origins (comma-separated), then for those origins alone, with the methods and headers
-    the API uses."""
+    """The BentoML configuration: REFERRAL_ML_WORKERS worker processes (default 2: one per core
+    of the reference machine; each holds its own copy of the models and directory, ~0.5 GB on
+    the medium world), a 60 s request timeout; CORS only when REFERRAL_ML_CORS_ORIGINS lists
+    origins (comma-separated), then for those origins alone, with the methods and headers the
+    API uses."""
     env = os.environ if env is None else env
-    config: dict[str, Any] = {"name": "referral_ml", "traffic": {"timeout": 60}}
+    config: dict[str, Any] = {
+        "name": "referral_ml",
+        "workers": int(env.get(ENV_WORKERS, "2")),
+        "traffic": {"timeout": 60},
+    }
     origins = [o.strip() for o in env.get(ENV_CORS_ORIGINS, "").split(",") if o.strip()]
     if origins:
         config["http"] = {
@@ -551,6 +562,8 @@ def service_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         }
     return config
 
+
+cancel_request_timers()  # BentoML 1.4 leaks a 60 s timer per request: see serving.bentoml_patches
 
 # The BentoML configuration of the service, read when this module is imported (a worker starts);
 # benchmarks/floor_service.py serves a trivial endpoint with the same one (the framework's floor).
@@ -567,6 +580,7 @@ class ReferralService:
         self.runtime = runtime_from_env()
         if not self.runtime.load():
             log.error("not ready: %s", self.runtime.not_ready_reason)
+        self.runtime.follow_reloads()  # /admin/reload reaches one worker; the others follow
         _instance = self
 
     def __is_ready__(self) -> bool:

@@ -628,6 +628,15 @@ class Store:
             rows = conn.execute(query).all()
         return _frame(rows, cols)
 
+    def get_setting(self, name: str) -> str | None:
+        with Session(self.engine) as session:
+            row = session.get(Setting, name)
+            return None if row is None else row.value
+
+    def set_setting(self, name: str, value: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.merge(Setting(name=name, value=value))
+
     @property
     def audit_salt(self) -> str:
         """The key of the audit hashes: given, from the environment, or this database's own."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -104,6 +105,16 @@ def test_empty_result_is_a_normal_answer(runtime: Runtime, store: Store) -> None
     res = runtime.recommend(RecommendRequest.model_validate(body), "rid3")
     assert res.specialists == []
     assert res.empty_reason
+
+
+def test_history_in_memory_is_what_the_store_answers(runtime: Runtime, store: Store) -> None:
+    # The request path reads patient history from memory; it must equal the store's query
+    patients = store.read_tables(["patients"])["patients"]["patient_id"].astype(str)
+    some = sorted(patients.sample(40, random_state=1))
+    from_memory = runtime.state.history(some)
+    from_store = store.outcome_events(some)
+    assert len(from_memory) > 0
+    pd.testing.assert_frame_equal(from_memory, from_store, check_dtype=False)
 
 
 def test_no_show_risk_is_calibrated_with_tiers_and_actions(runtime: Runtime, store: Store) -> None:
@@ -308,3 +319,22 @@ def test_empty_recommendations_are_counted_by_the_filter_that_emptied_them(
     reason = DirectoryIndex._empty_reason(req, removed, 40.0)
     # Then the metrics label names that filter
     assert empty_filter(reason) == expected
+
+
+def test_a_reload_in_one_worker_is_followed_by_the_others(
+    store: Store, bundles: dict[str, Path], as_of: datetime
+) -> None:
+    # Given two workers' runtimes on one store, the second following reloads
+    first = Runtime(store.url, bundles["ranker"], bundles["no_show"], now=as_of, store=store)
+    second = Runtime(store.url, bundles["ranker"], bundles["no_show"], now=as_of, store=store)
+    assert first.load() and second.load()
+    before = second.state
+    second.follow_reloads(interval_s=0.05)
+    # When the first reloads (an /admin/reload reaching that worker)
+    first.reload(None, "r")
+    # Then the second reloads too, within a few polls
+    deadline = time.monotonic() + 10
+    while second.generation != first.generation and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert second.generation == first.generation is not None
+    assert second.state is not before
