@@ -364,7 +364,11 @@ def run_load(
             proc.wait()
     latencies = [x for r in results for x in r["latencies_ms"]]
     statuses = [s for r in results for s in r["statuses"]]
-    ends = [o + lat / 1000.0 for r in results for o, lat in zip(r["offsets"], r["latencies_ms"])]
+    ends = [
+        o + lat / 1000.0
+        for r in results
+        for o, lat in zip(r["offsets"], r["latencies_ms"], strict=True)
+    ]
     window = max(ends) if ends else 0.0
     out = summarise(latencies, statuses, window)
     warm = [s for r in results for s in r["warmup_statuses"]]

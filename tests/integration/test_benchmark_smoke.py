@@ -124,3 +124,59 @@ def test_ranker_benchmark_skip_training_smoke(tiny_world: Path, tmp_path: Path) 
     training = result["training"]
     assert isinstance(training, dict) and training["skipped"] is True
     _assert_latency(result)
+
+
+@pytest.mark.slow
+def test_service_benchmark_smoke(small_world: Path, tmp_path: Path) -> None:
+    """bench_service.py --quick on the small world: three measurements, every field, no error."""
+    from training.no_show import load_world, train_no_show
+    from training.ranker import load_ranker_data, train_ranker
+
+    ranker = train_ranker(load_ranker_data(small_world)).bundle().save(tmp_path / "ranker")
+    no_show = train_no_show(load_world(small_world)).predictor.save(tmp_path / "no_show")
+    out = tmp_path / "service.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REFERRAL_ML_", "BENTOML_"))}
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_service.py"),
+            "--quick",
+            "--data",
+            str(small_world),
+            "--ranker-dir",
+            str(ranker),
+            "--no-show-dir",
+            str(no_show),
+            "--appointments",
+            "50",
+            "--seconds",
+            "20",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "| HTTP /recommend | 4 |" in run.stdout and "| target |" in run.stdout
+    result = json.loads(out.read_text())
+    assert set(result["in_process"]) == {"recommend", "no_show_risk"}
+    assert set(result["http"]) == {
+        "floor_1",
+        "floor_4",
+        "recommend_1",
+        "recommend_4",
+        "no_show_risk_1",
+    }
+    for name, r in {**result["in_process"], **result["http"]}.items():
+        assert r["count"] > 0 and r["error_count"] == 0, (name, r["errors"])
+        ms = r["latency_ms"]
+        assert 0 < ms["p50"] <= ms["p90"] <= ms["p99"] <= ms["max"], name
+    assert all(r["throughput_rps"] > 0 for r in result["http"].values())
+    assert len(result["overhead_ms"]) >= 4
+    assert [t["pass"] for t in result["targets"]][-1] is True  # no HTTP errors
+    assert all(isinstance(t["pass"], bool) for t in result["targets"])
