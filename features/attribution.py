@@ -40,16 +40,26 @@ class PathAttribution:
                 self.bias += float(root["internal_value"])
                 _credit(root, np.zeros(n_features), table)
             self.tables.append(table)
+        # All trees' tables in one (trees, most leaves, features) array: a row's attribution is
+        # then one fancy-indexed gather and a sum over trees.
+        most = max((len(t) for t in self.tables), default=1)
+        self._stacked = np.zeros((len(self.tables), most, n_features))
+        for i, table in enumerate(self.tables):
+            self._stacked[i, : len(table)] = table
 
     def __call__(self, X: pd.DataFrame) -> np.ndarray:
         """(rows, features) attributions to the raw score, in `feature_names` order."""
         leaves = np.asarray(self.booster.predict(X, pred_leaf=True), dtype=np.intp)
         if leaves.ndim == 1:
             leaves = leaves[:, None]
-        out = np.zeros((len(X), len(self.feature_names)))
-        for t in range(leaves.shape[1]):
-            out += self.tables[t][leaves[:, t]]
-        return out
+        trees = np.arange(leaves.shape[1])
+        return self._stacked[trees[None, :], leaves].sum(axis=1)
+
+    def score_and_attribute(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The raw scores (bias + attributions: the model's own prediction, to rounding) and
+        the attributions, from a single pass over the trees."""
+        contributions = self(X)
+        return self.bias + contributions.sum(axis=1), contributions
 
 
 def _value(node: dict[str, Any]) -> float:

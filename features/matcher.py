@@ -23,6 +23,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.attribution import PathAttribution
 from features.lgb_io import load_booster
 from features.ranking import PAIR_FEATURES, RankingContext, pair_features
 from features.reasons import candidate_from, explain
@@ -38,6 +39,7 @@ class SpecialistRanker:
     booster: lgb.Booster
     features: tuple[str, ...] = PAIR_FEATURES
     metadata: dict[str, Any] = field(default_factory=dict)
+    _attribution: PathAttribution | None = field(default=None, init=False, repr=False)
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
         """Ranking scores (only their order within a referral means anything)."""
@@ -48,6 +50,13 @@ class SpecialistRanker:
         cols = list(self.features)
         contrib = np.asarray(self.booster.predict(X[cols], pred_contrib=True))
         return pd.DataFrame(contrib[:, :-1], columns=cols, index=X.index)
+
+    def score_and_attribute(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and per-feature path attributions (`features.attribution`, columns in
+        `features` order) from one pass over the trees: the serving path."""
+        if self._attribution is None:
+            self._attribution = PathAttribution(self.booster)
+        return self._attribution.score_and_attribute(X[list(self.features)])
 
     def save(self, directory: Path) -> Path:
         """Write the bundle files into `directory`."""
@@ -226,11 +235,14 @@ class Matcher:
         t1 = time.perf_counter()
         X = pair_features(self.ctx, self.candidate_frame(req, found))
         t2 = time.perf_counter()
-        scores = self.ranker.score(X)
+        if reasons:
+            scores, attributions = self.ranker.score_and_attribute(X)
+        else:
+            scores = self.ranker.score(X)
         top = np.argsort(-scores, kind="stable")[:k]
         t3 = time.perf_counter()
         Xtop = X.iloc[top]
-        contrib = self.ranker.contributions(Xtop).to_numpy() if reasons else None
+        contrib = attributions[top] if reasons else None
         names = list(X.columns)
         top_values = Xtop.to_numpy(dtype=float)
         matches: list[Match] = []

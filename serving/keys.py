@@ -140,11 +140,16 @@ def verify(store: Store, secret: str | None) -> tuple[str, Role] | None:
     if match is None:
         return None
     key_id = match.group(1)
-    with Session(store.engine) as session:
-        row = session.get(ApiKey, key_id)
-        if row is None or row.revoked_at is not None:
-            return None
-        stored, role = row.hash, row.role
+    table = ApiKey.__table__
+    with store.engine.connect() as conn:  # Core: one primary-key lookup per request
+        row = conn.execute(
+            select(table.c.hash, table.c.role, table.c.revoked_at).where(
+                table.c.key_id == key_id
+            )
+        ).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    stored, role = row.hash, row.role
     digest = hashlib.sha256(secret.encode("utf-8")).digest()
     if not _cache.hit(digest, key_id, stored):
         if not check_secret(secret, stored):

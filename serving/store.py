@@ -665,21 +665,23 @@ class Store:
         """Append one audit row; patient and referral ids are stored only as hash_id hashes.
         Returns the row id."""
         salt = self.audit_salt
-        row = Audit(
-            at=_naive(at) if at else utcnow(),
-            request_id=request_id,
-            key_id=key_id,
-            role=str(role) if role is not None else None,
-            endpoint=endpoint,
-            patient_hash=hash_id(patient_id, salt) if patient_id else None,
-            referral_hash=hash_id(referral_id, salt) if referral_id else None,
-            model_versions=model_versions,
-            status=int(status),
-        )
-        with Session(self.engine) as session, session.begin():
-            session.add(row)
-            session.flush()
-            return row.id
+        row = {
+            "at": _naive(at) if at else utcnow(),
+            "request_id": request_id,
+            "key_id": key_id,
+            "role": str(role) if role is not None else None,
+            "endpoint": endpoint,
+            "patient_hash": hash_id(patient_id, salt) if patient_id else None,
+            "referral_hash": hash_id(referral_id, salt) if referral_id else None,
+            "model_versions": model_versions,
+            "status": int(status),
+        }
+        # SQLAlchemy Core, not an ORM session: one row per request, on the request path
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(_table(Audit)), row)
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def counts(self) -> dict[str, int]:
         """Rows per table (contract and service tables)."""
