@@ -49,10 +49,12 @@ access logs and the timeout's length barely matter. The client matters only when
 request in two writes without TCP_NODELAY (Nagle + delayed ACK: ~40 ms per request); `load.py`
 sends one write with TCP_NODELAY.
 
-The fix (proposed for serving/service.py; measured on a patched copy): cancel the timer when the
-request is answered (BentoML's `TimeoutMiddleware.__call__` with ``handle.cancel()``), and
-``gc.collect(); gc.freeze()`` at the end of `ReferralService.__init__`, once the models and the
-world are loaded. /recommend, 1,500 requests, quiet machine (load ~1), ms at 1 / 4 clients:
+The fix, applied: `serving.bentoml_patches.cancel_request_timers` cancels the timer when the
+request is answered (BentoML's `TimeoutMiddleware.__call__` with the timer cancelled), and
+`serving.runtime._settle_heap` (``gc.collect(); gc.freeze()``) runs after every load, once the
+models and the world are in memory; the service runs two workers (`SERVICE_CONFIG`). Measured
+on a patched copy before it was applied (/recommend, 1,500 requests, quiet machine, load ~1,
+ms at 1 / 4 clients); the final figures are in the README and benchmarks/results/service.json:
 
     setting                        req/s     p50          p99          max
     as configured (1 worker)       82 / 88   12.0 / 44.5  16.7 / 64.7  139 / 204
