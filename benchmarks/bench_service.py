@@ -51,7 +51,7 @@ sends one write with TCP_NODELAY.
 
 The fix, applied: `serving.bentoml_patches.cancel_request_timers` cancels the timer when the
 request is answered (BentoML's `TimeoutMiddleware.__call__` with the timer cancelled), and
-`serving.runtime._settle_heap` (``gc.collect(); gc.freeze()``) runs after every load, once the
+`serving.runtime.settle_heap` (``gc.collect(); gc.freeze()``) runs after every load, once the
 models and the world are in memory; the service runs two workers (`SERVICE_CONFIG`). Measured
 on a patched copy before it was applied (/recommend, 1,500 requests, quiet machine, load ~1,
 ms at 1 / 4 clients); the final figures are in the README and benchmarks/results/service.json:

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import bentoml
 
+from serving.runtime import settle_heap
 from serving.service import SERVICE_CONFIG
 
 # For experiments only (the p99 investigation in bench_service.py's docstring): a JSON object
@@ -30,6 +31,9 @@ CONFIG: Final[dict[str, Any]] = {
 
 @bentoml.service(**CONFIG)
 class FloorService:
+    def __init__(self) -> None:
+        settle_heap()  # as the service does after loading its models
+
     @bentoml.api(route="/floor")
     def floor(self, body: Any, /, ctx: bentoml.Context) -> dict[str, Any]:
         ctx.response.status_code = 200

@@ -143,9 +143,7 @@ def verify(store: Store, secret: str | None) -> tuple[str, Role] | None:
     table = ApiKey.__table__
     with store.engine.connect() as conn:  # Core: one primary-key lookup per request
         row = conn.execute(
-            select(table.c.hash, table.c.role, table.c.revoked_at).where(
-                table.c.key_id == key_id
-            )
+            select(table.c.hash, table.c.role, table.c.revoked_at).where(table.c.key_id == key_id)
         ).first()
     if row is None or row.revoked_at is not None:
         return None

@@ -171,9 +171,11 @@ class Runtime:
         *,
         store: Store | None = None,
         settle_heap: bool = False,
+        tiers: str | None = None,
     ):
         """`store`: an already open Store for `store_url` (tests); default: a new one.
-        `settle_heap`: after each load, collect and freeze the heap (`_settle_heap`; servers)."""
+        `settle_heap`: after each load, collect and freeze the heap (`settle_heap`; servers).
+        `tiers`: "medium=0.2,high=0.4" overrides the no-show bundle's tier thresholds."""
         self.store = store if store is not None else Store(store_url)
         self.ranker_dir = Path(ranker_dir)
         self.no_show_dir = Path(no_show_dir)
@@ -182,6 +184,7 @@ class Runtime:
         self._load_lock = threading.Lock()
         self.not_ready_reason: str | None = "not loaded yet"
         self.settle_heap = settle_heap
+        self.tiers = tiers
         self.generation: str | None = None  # the store's RELOAD_SETTING seen at the last load
         self._follower: threading.Thread | None = None
 
@@ -227,7 +230,7 @@ class Runtime:
             self.generation = generation
             log.info("loaded models %s", dict(state.versions))
             if self.settle_heap:
-                _settle_heap()
+                settle_heap()
             return True
 
     def follow_reloads(self, interval_s: float = RELOAD_POLL_S) -> None:
@@ -265,6 +268,11 @@ class Runtime:
             predictor = NoShowPredictor.load(self.no_show_dir)
         except Exception as exc:
             raise _LoadError(f"no-show bundle in {self.no_show_dir}: {_short(exc)}") from exc
+        if self.tiers:
+            try:
+                predictor.metadata["tiers"] = parse_tiers(self.tiers)
+            except ValueError as exc:
+                raise _LoadError(f"tier thresholds: {exc}") from None
         try:
             tables = self.store.read_tables(MATCHER_TABLES)
         except Exception as exc:
@@ -494,7 +502,25 @@ def _outcome_events(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return events[columns].reset_index(drop=True)
 
 
-def _settle_heap() -> None:
+def parse_tiers(text: str) -> dict[str, float]:
+    """ "medium=0.2,high=0.4" -> {"medium": 0.2, "high": 0.4}: risks at or above a threshold get
+    that tier; 0 < medium < high < 1 required."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in ("medium", "high") or name in out:
+            raise ValueError('expected "medium=<risk>,high=<risk>"')
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number") from None
+    if set(out) != {"medium", "high"} or not 0 < out["medium"] < out["high"] < 1:
+        raise ValueError("both medium and high are needed, with 0 < medium < high < 1")
+    return out
+
+
+def settle_heap() -> None:
     """Collect, then freeze what survives (the libraries and the loaded state) out of the
     garbage collector's reach: full collections then walk only what requests allocate, instead
     of ~10^6 long-lived objects each time (pauses of 100+ ms under load before; see

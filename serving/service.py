@@ -15,6 +15,8 @@ Configuration (environment variables, read once when a worker starts):
     REFERRAL_ML_MAX_BODY_BYTES  request body limit (default 4 MiB; over it: 413)
     REFERRAL_ML_WORKERS      worker processes (default 2); a reload reaches one, the others
                              follow within 2 s (Runtime.follow_reloads)
+    REFERRAL_ML_TIERS        optional "medium=0.2,high=0.4": the no-show tier thresholds
+                             (default: those chosen at training, in the bundle)
 
 Endpoints (`ENDPOINTS`; the OpenAPI document at GET /docs.json, `serving.openapi`):
 
@@ -92,6 +94,7 @@ ENV_NO_SHOW_DIR: Final = "REFERRAL_ML_NO_SHOW_DIR"
 ENV_NOW: Final = "REFERRAL_ML_NOW"
 ENV_CORS_ORIGINS: Final = "REFERRAL_ML_CORS_ORIGINS"
 ENV_WORKERS: Final = "REFERRAL_ML_WORKERS"
+ENV_TIERS: Final = "REFERRAL_ML_TIERS"
 DEFAULT_RANKER_DIR: Final = "models/ranker"
 DEFAULT_NO_SHOW_DIR: Final = "models/no_show"
 REQUEST_ID_HEADER: Final = "X-Request-ID"
@@ -118,6 +121,7 @@ def runtime_from_env(env: dict[str, str] | None = None) -> Runtime:
         _bundle_dir(env.get(ENV_NO_SHOW_DIR), "no-show", DEFAULT_NO_SHOW_DIR),
         now=datetime.fromisoformat(now_text) if now_text else None,
         settle_heap=True,
+        tiers=env.get(ENV_TIERS) or None,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -44,3 +45,26 @@ def model_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = WorldConfig.for_size("small", seed=5, patients=10_000, referrals=25_000, specialists=600)
     write_world(cfg, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> dict[str, Path]:
+    """A specialist-ranker bundle (VERSION 7) and a no-show bundle trained on the small world,
+    shared by the service's tests (trained once per session)."""
+    from training.no_show import load_world, train_no_show
+    from training.ranker import load_ranker_data, train_ranker
+
+    root = tmp_path_factory.mktemp("bundles")
+    ranker = train_ranker(load_ranker_data(small_world)).bundle().save(root / "ranker")
+    (ranker / "VERSION").write_text("7\n")
+    no_show = train_no_show(load_world(small_world)).predictor.save(root / "no_show")
+    return {"ranker": ranker, "no_show": no_show}
+
+
+@pytest.fixture(scope="session")
+def as_of(small_world: Path) -> datetime:
+    """The small world's snapshot time."""
+    import json
+
+    manifest = json.loads((small_world / "manifest.json").read_text())
+    return pd.Timestamp(manifest["as_of"]).to_pydatetime()

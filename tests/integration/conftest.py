@@ -117,19 +117,18 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="package")
-def server(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, small_world: Path, bundles: dict[str, Path]
+) -> Iterator[Server]:
     """One real `bentoml serve` of the service for the integration tests: models trained on the
     small world, a SQLite store loaded with it, one key per role, CORS allowed for CORS_ORIGIN."""
     import json
 
     from serving.keys import Role, create_key
     from serving.store import Store
-    from training.no_show import load_world, train_no_show
-    from training.ranker import load_ranker_data, train_ranker
 
     root = tmp_path_factory.mktemp("service")
-    ranker = train_ranker(load_ranker_data(small_world)).bundle().save(root / "ranker")
-    no_show = train_no_show(load_world(small_world)).predictor.save(root / "no_show")
+    ranker, no_show = bundles["ranker"], bundles["no_show"]
     url = f"sqlite:///{root / 'referral.db'}"
     store = Store(url)
     store.create()

@@ -22,7 +22,7 @@ from serving.store import DATA_MODELS, Audit, Plan, Store, StoreError, _table, h
 from tests.integration.postgres import create_database
 from tests.integration.servers import Server, call, free_port, referral_service
 from tests.integration.test_serving_cli import cli
-from tests.unit.test_runtime import _referral, _window, as_of, bundles  # noqa: F401 (fixtures)
+from tests.unit.test_runtime import _referral, _window
 
 pytestmark = pytest.mark.integration
 
@@ -261,8 +261,8 @@ def _appointments(store: Store, n: int = 40) -> dict[str, Any]:
 def test_runtime_on_postgres_answers_as_on_sqlite(
     pg: Store,
     lite: Store,
-    bundles: dict[str, Path],  # noqa: F811
-    as_of: datetime,  # noqa: F811
+    bundles: dict[str, Path],
+    as_of: datetime,
 ) -> None:
     on_pg = Runtime(pg.url, bundles["ranker"], bundles["no_show"], now=as_of)
     on_lite = Runtime(lite.url, bundles["ranker"], bundles["no_show"], now=as_of)
@@ -294,8 +294,8 @@ def test_runtime_on_postgres_answers_as_on_sqlite(
 def test_service_over_http_on_postgres_writes_the_audit_trail(
     postgres_url: str,
     small_world: Path,
-    bundles: dict[str, Path],  # noqa: F811
-    as_of: datetime,  # noqa: F811
+    bundles: dict[str, Path],
+    as_of: datetime,
     tmp_path: Path,
 ) -> None:
     url = create_database(postgres_url, "service")

@@ -28,30 +28,12 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> dict[str, Path]:
-    from training.no_show import load_world, train_no_show
-    from training.ranker import load_ranker_data, train_ranker
-
-    root = tmp_path_factory.mktemp("bundles")
-    ranker = train_ranker(load_ranker_data(small_world)).bundle().save(root / "ranker")
-    (ranker / "VERSION").write_text("7\n")
-    no_show = train_no_show(load_world(small_world)).predictor.save(root / "no_show")
-    return {"ranker": ranker, "no_show": no_show}
-
-
-@pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Store:
     url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'referral.db'}"
     s = Store(url, audit_salt="test-salt")
     s.create()
     s.load_dataset(small_world)
     return s
-
-
-@pytest.fixture(scope="module")
-def as_of(small_world: Path) -> datetime:
-    manifest = json.loads((small_world / "manifest.json").read_text())
-    return pd.Timestamp(manifest["as_of"]).to_pydatetime()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,155 @@
+"""The service's request handling in-process (no HTTP): `dispatch` over every endpoint of the
+table, with keys, roles, validation, body sentinels, audit rows and tier thresholds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from serving.keys import Role, create_key
+from serving.runtime import Runtime, parse_tiers
+from serving.service import ENDPOINTS, INVALID_JSON, JSON_ENDPOINTS, TOO_LARGE, Endpoint, dispatch
+from serving.store import Store
+from tests.unit.test_runtime import _referral
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def runtime(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_world: Path,
+    bundles: dict[str, Path],
+    as_of: datetime,
+) -> Runtime:
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('svc') / 'referral.db'}")
+    store.create()
+    store.load_dataset(small_world)
+    rt = Runtime(store.url, bundles["ranker"], bundles["no_show"], now=as_of, store=store)
+    assert rt.load(), rt.not_ready_reason
+    return rt
+
+
+@pytest.fixture(scope="module")
+def keys(runtime: Runtime) -> dict[Role, dict[str, str]]:
+    return {
+        role: {"authorization": f"Bearer {create_key(runtime.store, role)[1]}"} for role in Role
+    }
+
+
+def _endpoint(method: str, path: str) -> Endpoint:
+    return next(e for e in ENDPOINTS if e.method == method and e.path == path)
+
+
+def _audit_status(runtime: Runtime, request_id: str) -> int:
+    with runtime.store.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT status FROM audit WHERE request_id = :r"), {"r": request_id}
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: f"{e.method} {e.path}")
+def test_every_endpoint_needs_a_key_and_the_right_role(
+    runtime: Runtime, keys: dict[Role, dict[str, str]], endpoint: Endpoint
+) -> None:
+    body: Any = {} if endpoint.body == "json" else None
+    out = dispatch(runtime, endpoint, {}, body)
+    assert out.status == 401 and out.headers["WWW-Authenticate"] == "Bearer"
+    assert _audit_status(runtime, out.body["request_id"]) == 401
+    for role in Role:
+        out = dispatch(runtime, endpoint, keys[role], body)
+        if role in endpoint.roles:
+            assert out.status not in (401, 403)
+        else:
+            assert out.status == 403, role
+
+
+def test_sentinels_answer_413_and_422_after_the_key_check(
+    runtime: Runtime, keys: dict[Role, dict[str, str]]
+) -> None:
+    for endpoint in JSON_ENDPOINTS.values():
+        ok = keys[next(iter(endpoint.roles))]
+        assert dispatch(runtime, endpoint, {}, TOO_LARGE).status == 401
+        assert dispatch(runtime, endpoint, ok, TOO_LARGE).status == 413
+        out = dispatch(runtime, endpoint, ok, INVALID_JSON)
+        assert out.status == 422 and out.body["errors"] == [
+            {"field": "body", "problem": "not valid JSON"}
+        ]
+
+
+def test_a_valid_recommendation_is_200_with_versions_audited(
+    runtime: Runtime, keys: dict[Role, dict[str, str]]
+) -> None:
+    body = _referral(runtime.store)
+    out = dispatch(runtime, _endpoint("POST", "/recommend"), keys[Role.REFERRAL_UI], body)
+    assert out.status == 200 and out.body["specialists"]
+    assert out.body["request_id"] == out.headers["X-Request-ID"]
+    with runtime.store.engine.connect() as conn:
+        row = (
+            conn.execute(
+                text(
+                    "SELECT status, role, patient_hash, model_versions FROM audit WHERE request_id = :r"
+                ),
+                {"r": out.body["request_id"]},
+            )
+            .mappings()
+            .one()
+        )
+    assert row["status"] == 200 and row["role"] == "referral_ui"
+    patient = body["referral"]["patient"]["patient_id"]
+    assert row["patient_hash"] and patient not in str(row["patient_hash"])
+    assert "ranker" in str(row["model_versions"])
+
+
+def test_the_key_path_parameter_is_validated(
+    runtime: Runtime, keys: dict[Role, dict[str, str]]
+) -> None:
+    revoke = _endpoint("DELETE", "/admin/keys/{key_id}")
+    out = dispatch(runtime, revoke, keys[Role.ADMIN], {"key_id": "NOT-HEX"})
+    assert out.status == 422 and out.body["errors"][0]["field"] == "key_id"
+    assert "NOT-HEX" not in str(out.body)
+    out = dispatch(runtime, revoke, keys[Role.ADMIN], {"key_id": "0123456789abcdef"})
+    assert out.status == 404
+
+
+def test_create_key_is_201_and_the_key_works(
+    runtime: Runtime, keys: dict[Role, dict[str, str]]
+) -> None:
+    out = dispatch(
+        runtime, _endpoint("POST", "/admin/keys"), keys[Role.ADMIN], {"role": "outreach"}
+    )
+    assert out.status == 201
+    new = {"authorization": f"Bearer {out.body['secret']}"}
+    assert dispatch(runtime, _endpoint("GET", "/admin/keys"), new, None).status == 403
+    assert dispatch(runtime, _endpoint("GET", "/admin/keys"), keys[Role.ADMIN], None).status == 200
+
+
+def test_tier_thresholds_can_be_set_at_serving_time(
+    runtime: Runtime, bundles: dict[str, Path], as_of: datetime
+) -> None:
+    assert parse_tiers("medium=0.1, high=0.5") == {"medium": 0.1, "high": 0.5}
+    for bad in ("medium=0.5,high=0.1", "high=0.4", "medium=x,high=0.4", "low=0.1,high=0.2"):
+        with pytest.raises(ValueError):
+            parse_tiers(bad)
+    # Everything at or above 1e-6 is "high" with these thresholds
+    rt = Runtime(
+        runtime.store.url,
+        bundles["ranker"],
+        bundles["no_show"],
+        now=as_of,
+        store=runtime.store,
+        tiers="medium=0.000001,high=0.000002",
+    )
+    assert rt.load()
+    assert rt.state.predictor.tiers == {"medium": 0.000001, "high": 0.000002}
+    broken = Runtime(
+        runtime.store.url, bundles["ranker"], bundles["no_show"], store=runtime.store, tiers="x"
+    )
+    assert not broken.load()
+    assert "tier thresholds" in (broken.not_ready_reason or "")
