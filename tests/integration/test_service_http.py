@@ -67,7 +67,7 @@ def test_recommend_ranks_specialists(server: Server) -> None:
     assert [s["rank"] for s in out["specialists"]] == list(range(1, len(out["specialists"]) + 1))
     assert out["specialists"]
     assert all(s["reasons"] for s in out["specialists"])
-    assert out["model_version"] == "unversioned"
+    assert out["model_version"] == (server.ranker / "VERSION").read_text().strip()  # type: ignore[operator]
 
 
 def test_no_show_risk(server: Server) -> None:
