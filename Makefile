@@ -20,7 +20,7 @@ PG_INITDB := $(wildcard /usr/lib/postgresql/*/bin/initdb)
 .PHONY: setup postgres-deps demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench clean help
 
 help:
-	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker; serve both on 127.0.0.1:$(PORT)"
+	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker; serve both on 127.0.0.1:$(PORT) (a rerun reuses all that; REBUILD=1 redoes it)"
 	@echo "make test   - set up and run the whole test suite (what CI runs; installs PostgreSQL as root)"
 	@echo "make lint   - ruff lint + format check, mypy"
 	@echo "make bench  - generator speed and memory per size; no-show training at ~1M appointments and scoring; ranker training and latency"
@@ -35,11 +35,46 @@ $(UV):
 
 setup: .venv/.synced
 
-# The main job: a world, both models trained, promoted and used, then served (Ctrl-C stops it).
-demo: setup world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend serve
+# The main job: a world, both models trained, promoted and used, the store loaded, then both
+# models served (Ctrl-C stops it). A rerun reuses what exists (the world, the trained and
+# promoted models, the loaded store: stamps in $(STAMPS)) and is serving within seconds;
+# `make demo REBUILD=1` builds everything again. A new world retrains; a deleted mlflow.db or
+# referral.db redoes what depended on it.
+STAMPS := $(WORLD)/.demo
+REBUILD ?=
+
+demo: demo-batch serve
 
 # The same without the server at the end (for scripts).
-demo-batch: setup world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend
+demo-batch: setup
+ifneq ($(REBUILD),)
+	rm -rf $(STAMPS) $(WORLD)/manifest.json
+endif
+	@test -f mlflow.db || rm -f $(STAMPS)/no-show $(STAMPS)/ranker
+	@test -f referral.db || rm -f $(STAMPS)/store
+	@$(MAKE) --no-print-directory $(STAMPS)/no-show $(STAMPS)/ranker
+
+$(WORLD)/manifest.json: | .venv/.synced
+	$(RUN) referral-ml generate --size $(SIZE) --seed $(SEED) --out $(WORLD)
+	$(RUN) referral-ml validate $(WORLD)
+
+$(STAMPS)/no-show: $(WORLD)/manifest.json
+	$(RUN) referral-ml train no-show --data $(WORLD) --metrics-out $(WORLD)/no_show_metrics.json
+	$(RUN) referral-ml promote no-show
+	$(RUN) referral-ml score no-show --data $(WORLD) --upcoming-only --out $(WORLD)/no_show_scores.csv
+	@mkdir -p $(STAMPS) && touch $@
+
+# On a small world the ranker may not beat every baseline: the gates then refuse it (and the
+# service will not serve it), while the demo still shows what the newest version recommends.
+$(STAMPS)/ranker: $(WORLD)/manifest.json
+	$(RUN) referral-ml train ranker --data $(WORLD) --metrics-out $(WORLD)/ranker_metrics.json
+	$(RUN) referral-ml promote ranker || echo "(not promoted: recommend below uses the newest version)"
+	$(RUN) referral-ml recommend --data $(WORLD) --model models:/specialist-ranker/latest
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/store: $(WORLD)/manifest.json
+	$(RUN) referral-ml store load --data $(WORLD) --db $(STORE)
+	@mkdir -p $(STAMPS) && touch $@
 
 world: setup
 	$(RUN) referral-ml generate --size $(SIZE) --seed $(SEED) --out $(WORLD)
@@ -59,8 +94,6 @@ score-no-show: setup
 train-ranker: setup
 	$(RUN) referral-ml train ranker --data $(WORLD) --metrics-out $(WORLD)/ranker_metrics.json
 
-# On a small world the ranker may not beat every baseline: the gates then refuse it (and the
-# service will not serve it), while the demo still shows what the newest version recommends.
 promote-ranker: setup
 	$(RUN) referral-ml promote ranker || echo "(not promoted: recommend below uses the newest version)"
 
@@ -81,9 +114,17 @@ export: setup
 demo-keys: setup
 	$(RUN) referral-ml keys demo --env-file demo-keys.env --db $(STORE)
 
-serve: store export demo-keys
-	@echo "Serving on http://127.0.0.1:$(PORT) (OpenAPI: /docs.json). Keys: source demo-keys.env, then"
-	@echo "  curl -s -X POST http://127.0.0.1:$(PORT)/recommend -H \"Authorization: Bearer \$$REFERRAL_UI_KEY\" -H 'Content-Type: application/json' -d @examples/recommend.json"
+# Serves what exists (the store is loaded once per world; `make store` reloads it).
+serve: setup $(WORLD)/manifest.json
+	@test -f referral.db || rm -f $(STAMPS)/store
+	@$(MAKE) --no-print-directory $(STAMPS)/store export demo-keys
+	@echo
+	@echo "Serving both models on http://127.0.0.1:$(PORT)  (API: /docs.json; probes: /readyz, /metrics)"
+	@echo "API keys (also in demo-keys.env):"
+	@sed 's/^/  /' demo-keys.env
+	@echo "Try, once /readyz answers 200:"
+	@echo "  source demo-keys.env; curl -s -X POST http://127.0.0.1:$(PORT)/recommend -H \"Authorization: Bearer \$$REFERRAL_UI_KEY\" -H 'Content-Type: application/json' -d @examples/recommend.json"
+	@echo
 	REFERRAL_ML_STORE=$(STORE) REFERRAL_ML_NOW="$$($(RUN) python -c "import json;print(json.load(open('$(WORLD)/manifest.json'))['as_of'])")" \
 	  $(RUN) bentoml serve serving.service:ReferralService --host 127.0.0.1 --port $(PORT)
 

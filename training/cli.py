@@ -358,7 +358,8 @@ def export(
     except (ValueError, LookupError) as exc:
         raise _fail(str(exc)) from None
     for e in exported:
-        typer.echo(f"{e.registered_name} v{e.version} -> BentoML {e.tag}  ({e.path})")
+        note = "  (already there)" if e.reused else ""
+        typer.echo(f"{e.registered_name} v{e.version} -> BentoML {e.tag}  ({e.path}){note}")
 
 
 store_app = typer.Typer(no_args_is_help=True, help="The service's database (SQLite or PostgreSQL).")

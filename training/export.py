@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from features.matcher import SpecialistRanker
 from features.predictor import NoShowPredictor
@@ -30,12 +31,15 @@ class Exported:
     version: str
     tag: str
     path: Path
+    reused: bool = False  # the newest BentoML model already was this champion
 
 
 def export_champions(
     tracking_uri: str | None, names: tuple[str, ...] = tuple(EXPORTS)
 ) -> list[Exported]:
-    """Copy each model's @champion bundle into the BentoML model store (new BentoML version)."""
+    """Copy each model's @champion bundle into the BentoML model store (a new BentoML version),
+    unless the store's newest model of that name already is this champion (same registry
+    version and run): a rerun adds nothing."""
     import bentoml
 
     from training import registry
@@ -53,10 +57,16 @@ def export_champions(
         bento_name, check = EXPORTS[name]
         champion = champions[name]
         assert champion is not None
+        labels = {"registry_version": str(champion.version), "run_id": champion.run_id or ""}
+        current = _newest(bentoml, bento_name)
+        if current is not None and dict(current.info.labels) == labels:
+            out.append(
+                Exported(name, str(champion.version), str(current.tag), Path(current.path), True)
+            )
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             bundle = registry.download_bundle(name, str(champion.version), dst=Path(tmp))
             check(bundle)  # a broken bundle is refused before it reaches the store
-            labels = {"registry_version": str(champion.version), "run_id": champion.run_id or ""}
             with bentoml.models.create(bento_name, labels=labels) as model:
                 target = Path(model.path)
                 for item in bundle.iterdir():
@@ -65,3 +75,11 @@ def export_champions(
             stored = Path(bentoml.models.get(model.tag).path)
             out.append(Exported(name, str(champion.version), str(model.tag), stored))
     return out
+
+
+def _newest(bentoml: Any, name: str) -> Any:
+    """The store's newest model of this name, or None."""
+    try:
+        return bentoml.models.get(f"{name}:latest")
+    except Exception:  # bentoml.exceptions.NotFound: nothing exported yet
+        return None

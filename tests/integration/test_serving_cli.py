@@ -63,6 +63,10 @@ def test_export_puts_both_champions_in_the_bentoml_store(small_world: Path, tmp_
     assert SpecialistRanker.load(ranker).features
     assert NoShowPredictor.load(no_show).tiers["high"] > 0
     assert "specialist-ranker v1 -> BentoML specialist-ranker:" in run.stdout
+    # And exporting the same champions again adds nothing to the store
+    again = cli("export", "--tracking-uri", store, cwd=tmp_path, env=env)
+    assert again.returncode == 0 and again.stdout.count("(already there)") == 2, again.stdout
+    assert len([p for p in (models / "no-show").iterdir() if p.is_dir()]) == 1
 
 
 def test_store_load_and_keys(small_world: Path, tmp_path: Path) -> None:
