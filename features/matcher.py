@@ -45,12 +45,6 @@ class SpecialistRanker:
         """Ranking scores (only their order within a referral means anything)."""
         return np.asarray(self.booster.predict(X[list(self.features)]), dtype=float)
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-feature contributions to each row's score (TreeSHAP via LightGBM pred_contrib)."""
-        cols = list(self.features)
-        contrib = np.asarray(self.booster.predict(X[cols], pred_contrib=True))
-        return pd.DataFrame(contrib[:, :-1], columns=cols, index=X.index)
-
     def score_and_attribute(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Scores and per-feature path attributions (`features.attribution`, columns in
         `features` order) from one pass over the trees: the serving path."""

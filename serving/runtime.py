@@ -275,6 +275,7 @@ class Runtime:
                 raise _LoadError(f"tier thresholds: {exc}") from None
         try:
             tables = self.store.read_tables(MATCHER_TABLES)
+            events = self.store.outcome_events()  # every patient's history, held in memory
         except Exception as exc:
             raise _LoadError(
                 f"store {self._store_label()}: cannot read tables ({type(exc).__name__})"
@@ -309,7 +310,7 @@ class Runtime:
             _info("no-show", versions[NO_SHOW], predictor.metadata, list(predictor.spec.columns)),
         )
         return RuntimeState(
-            events=_outcome_events(tables),
+            events=events,
             matcher=matcher,
             predictor=predictor,
             directory=directory,
@@ -487,19 +488,6 @@ class Runtime:
         """The loaded models' versions ({} when not ready)."""
         state = self._state
         return {} if state is None else dict(state.versions)
-
-
-def _outcome_events(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every recorded outcome with its specialist's organization, in the columns and order of
-    `Store.outcome_events` (patient, outcome time, appointment id)."""
-    ap = tables["appointments"]
-    done = ap[ap["outcome"].notna() & ap["outcome_at"].notna()]
-    orgs = tables["specialists"][["specialist_id", "organization_id"]]
-    events = done.merge(orgs, on="specialist_id", how="left").sort_values(
-        ["patient_id", "outcome_at", "appointment_id"], kind="stable"
-    )
-    columns = ["patient_id", "specialist_id", "organization_id", "outcome", "outcome_at"]
-    return events[columns].reset_index(drop=True)
 
 
 def parse_tiers(text: str) -> dict[str, float]:

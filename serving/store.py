@@ -549,10 +549,10 @@ class Store:
         )
         return df[list(UPCOMING_COLUMNS)]
 
-    def outcome_events(self, patient_ids: Iterable[str]) -> pd.DataFrame:
-        """Recorded outcomes of these patients' appointments (patient_id, specialist_id,
-        organization_id, outcome, outcome_at): the history for no-show features."""
-        ids = sorted({str(p) for p in patient_ids})
+    def outcome_events(self, patient_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Recorded outcomes of these patients' appointments (every patient's with None):
+        patient_id, specialist_id, organization_id, outcome, outcome_at, ordered by patient and
+        time: the history for no-show features."""
         ap, sp = _table(Appointment), _table(Specialist)
         cols = [
             ap.c.patient_id,
@@ -561,19 +561,23 @@ class Store:
             ap.c.outcome,
             ap.c.outcome_at,
         ]
+        base = (
+            select(*cols)
+            .select_from(ap)
+            .outerjoin(sp, sp.c.specialist_id == ap.c.specialist_id)
+            .where(ap.c.outcome.is_not(None), ap.c.outcome_at.is_not(None))
+            # appointment_id breaks ties: the same order on every database
+            .order_by(ap.c.patient_id, ap.c.outcome_at, ap.c.appointment_id)
+        )
         rows: list[Any] = []
         with self.engine.connect() as conn:
-            for lo in range(0, len(ids), 500):  # bounded IN lists
-                query = (
-                    select(*cols)
-                    .select_from(ap)
-                    .outerjoin(sp, sp.c.specialist_id == ap.c.specialist_id)
-                    .where(ap.c.patient_id.in_(ids[lo : lo + 500]))
-                    .where(ap.c.outcome.is_not(None), ap.c.outcome_at.is_not(None))
-                    # appointment_id breaks ties: the same order on every database
-                    .order_by(ap.c.patient_id, ap.c.outcome_at, ap.c.appointment_id)
-                )
-                rows.extend(conn.execute(query).all())
+            if patient_ids is None:
+                rows.extend(conn.execute(base).all())
+            else:
+                ids = sorted({str(p) for p in patient_ids})
+                for lo in range(0, len(ids), 500):  # bounded IN lists
+                    query = base.where(ap.c.patient_id.in_(ids[lo : lo + 500]))
+                    rows.extend(conn.execute(query).all())
         return _frame(rows, cols)
 
     # -- service tables -------------------------------------------------------------------------

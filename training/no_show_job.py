@@ -182,11 +182,7 @@ def train_and_register(
         training.test.to_parquet(evaluation / "test_rows.parquet", index=False)
         history_events(data.flat).to_parquet(evaluation / "events.parquet", index=False)
         mlflow.log_artifacts(str(evaluation), artifact_path=EVALUATION_DIR)
-        training.predictor.metadata.update(
-            name=MODEL_NAME,
-            trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            run_id=run.info.run_id,
-        )
+        training.predictor.metadata.update(registry.run_metadata(MODEL_NAME, run.info.run_id))
         bundle = training.predictor.save(tmpdir / "bundle")
         example = training.test[
             [c for c in (*FLAT_REQUIRED, *FLAT_OPTIONAL) if c in training.test]

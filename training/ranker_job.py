@@ -159,9 +159,7 @@ def train_and_register(
         )
         mlflow.log_artifacts(str(evaluation), artifact_path=EVALUATION_DIR)
         metadata = {
-            "name": MODEL_NAME,
-            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "run_id": run.info.run_id,
+            **registry.run_metadata(MODEL_NAME, run.info.run_id),
             "source": source,
             "labels": LABEL_DESIGN,
             "windows": training.windows,

@@ -240,6 +240,15 @@ class RankerBundleModel(_BundlePyfunc):
         return pd.DataFrame({"score": model.score(model_input)})
 
 
+def run_metadata(name: str, run_id: str) -> dict[str, str]:
+    """What every bundle records of the run that trained it (the service's /model_info)."""
+    return {
+        "name": name,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_id": run_id,
+    }
+
+
 def log_bundle(
     bundle_dir: Path,
     registered_name: str,
