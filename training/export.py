@@ -3,6 +3,8 @@
 The service loads models from the BentoML store (`bentoml.models.get("<name>:latest")`), never
 from MLflow on the request path. Each exported model keeps the bundle files unchanged plus a
 VERSION file with the registry version, and records the version and run as BentoML labels.
+Beside the bundle, `reports/` holds what the run logged for people to read (the model card, the
+plots, `metrics.json`): the console's models page shows them without the service touching MLflow.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from typing import Any
 
 from features.matcher import SpecialistRanker
 from features.predictor import NoShowPredictor
+
+REPORTS_DIR = "reports"  # in an exported model: the run's card, plots and metrics.json
+# Bumped when an export's layout changes, so that a rerun replaces older exports.
+EXPORT_LAYOUT = "2"
 
 # registered model name -> (BentoML model name, bundle check)
 EXPORTS = {
@@ -57,7 +63,11 @@ def export_champions(
         bento_name, check = EXPORTS[name]
         champion = champions[name]
         assert champion is not None
-        labels = {"registry_version": str(champion.version), "run_id": champion.run_id or ""}
+        labels = {
+            "registry_version": str(champion.version),
+            "run_id": champion.run_id or "",
+            "layout": EXPORT_LAYOUT,
+        }
         current = _newest(bentoml, bento_name)
         if current is not None and dict(current.info.labels) == labels:
             out.append(
@@ -72,6 +82,8 @@ def export_champions(
                 for item in bundle.iterdir():
                     shutil.copy2(item, target / item.name)
                 (target / "VERSION").write_text(f"{champion.version}\n")
+                if champion.run_id:
+                    _copy_reports(registry, champion.run_id, Path(tmp) / "run", target)
             stored = Path(bentoml.models.get(model.tag).path)
             out.append(Exported(name, str(champion.version), str(model.tag), stored))
     return out
@@ -83,3 +95,23 @@ def _newest(bentoml: Any, name: str) -> Any:
         return bentoml.models.get(f"{name}:latest")
     except Exception:  # bentoml.exceptions.NotFound: nothing exported yet
         return None
+
+
+def _copy_reports(registry: Any, run_id: str, workdir: Path, target: Path) -> None:
+    """The run's `reports/` artifacts (card, plots, tables) and its `metrics.json` into
+    `target/reports/`; a run without them exports the bundle alone."""
+    reports = target / REPORTS_DIR
+    reports.mkdir()
+    try:
+        logged = registry.run_artifact_dir(run_id, REPORTS_DIR, dst=workdir)
+    except LookupError:
+        logged = None
+    if logged is not None:
+        for item in Path(logged).iterdir():
+            if item.is_file():
+                shutil.copy2(item, reports / item.name)
+    try:
+        metrics = registry.run_artifact_file(run_id, "metrics.json", dst=workdir)
+    except LookupError:
+        return
+    shutil.copy2(metrics, reports / "metrics.json")

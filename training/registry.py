@@ -392,6 +392,17 @@ def run_artifact_dir(run_id: str, artifact_path: str, dst: Path | None = None) -
     return Path(local)
 
 
+def run_artifact_file(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """Download one file artifact of the run into `dst`; LookupError when the run has none."""
+    client = MlflowClient()
+    parent = artifact_path.rpartition("/")[0] or None
+    names = {f.path for f in client.list_artifacts(run_id, parent) if not f.is_dir}
+    if artifact_path not in names:
+        raise LookupError(f"run {run_id} has no artifact '{artifact_path}'")
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
+
+
 def download_bundle(
     name: str,
     version: str | int | None = None,
