@@ -77,6 +77,33 @@ DERIVED: Final = (
     "specialist_no_show_rate",
     "clinic_no_show_rate",
 )
+# What each model input means, in words a coordinator reads (the worklist's top factors).
+FEATURE_LABELS: Final = {
+    "age": "patient's age",
+    "sex": "patient's sex",
+    "language": "preferred language",
+    "payer_type": "kind of coverage",
+    "distance_km": "distance to the clinic",
+    "specialty": "specialty",
+    "urgency": "urgency",
+    "referral_type": "kind of referral",
+    "visit_kind": "new or follow-up visit",
+    "text_reminder": "text reminder",
+    "outreach_call": "outreach call",
+    "lead_days": "days between booking and visit",
+    "same_day": "booked the same day",
+    "booked_weekday": "day of the week it was booked",
+    "booked_hour": "hour it was booked",
+    "visit_weekday": "day of the week of the visit",
+    "visit_hour": "time of day of the visit",
+    "prior_appointments": "earlier appointments",
+    "prior_no_shows": "earlier no-shows",
+    "prior_cancellations": "earlier cancellations",
+    "prior_no_show_rate": "share of earlier visits missed",
+    "days_since_last_no_show": "time since the last missed visit",
+    "specialist_no_show_rate": "the specialist's no-show rate",
+    "clinic_no_show_rate": "the clinic's no-show rate",
+}
 AGE_BANDS: Final = (
     (0, 18, "0-17"),
     (18, 35, "18-34"),

@@ -21,6 +21,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from serving.console_api import CatalogResponse, ModelPlot, WhoAmIResponse
 from serving.keys import Role
 from serving.schemas import (
     ContactRequest,
@@ -152,6 +153,12 @@ MODEL_INFO_EXAMPLE: Final[dict[str, Any]] = {
             "run_id": "30bf462181484165b607a15aef13236a",
             "trained_at": "2026-11-23T16:43:01Z",
             "features": ["distance_km", "focus_match", "in_network", "accepts_plan", "..."],
+            "metrics": {
+                "model": {"ndcg@5": 0.612, "mrr": 0.498, "true ndcg@5": 0.9636},
+                "weighted_rule": {"ndcg@5": 0.598, "mrr": 0.487, "true ndcg@5": 0.9553},
+            },
+            "card_markdown": "# Model card: specialist-ranker v1\n...",
+            "plots": ["gain_by_position", "ndcg_by_specialty", "ndcg_by_urgency"],
         },
         {
             "name": "no-show",
@@ -159,8 +166,43 @@ MODEL_INFO_EXAMPLE: Final[dict[str, Any]] = {
             "run_id": None,
             "trained_at": None,
             "features": ["lead_days", "same_day", "booked_weekday", "booked_hour", "..."],
+            "metrics": {},
+            "card_markdown": None,
+            "plots": [],
         },
     ],
+    "request_id": _REQUEST_ID,
+}
+MODEL_PLOT_EXAMPLE: Final[dict[str, Any]] = {
+    "model": "no-show",
+    "name": "calibration",
+    "media_type": "image/png",
+    "data_base64": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg==",
+    "request_id": _REQUEST_ID,
+}
+WHOAMI_EXAMPLE: Final[dict[str, Any]] = {
+    "key_id": "8b7a6c5d4e3f2a10",
+    "role": "outreach",
+    "pages": ["worklist"],
+    "request_id": _REQUEST_ID,
+}
+CATALOG_EXAMPLE: Final[dict[str, Any]] = {
+    "as_of": "2025-07-01T00:00:00",
+    "specialties": [{"code": "207RC0000X", "name": "Cardiology", "specialists": 212}],
+    "reasons": [{"code": "I50.9", "label": "heart failure", "specialty": "207RC0000X"}],
+    "plans": [
+        {
+            "insurance_plan_id": "PLN-B-PPO",
+            "plan_name": "Blue Lakes PPO",
+            "payer_type": "commercial",
+            "plan_type": "PPO",
+        }
+    ],
+    "organizations": [{"organization_id": "ORG0001", "name": "Lakeside Heart", "city": "Chicago"}],
+    "languages": ["en", "es"],
+    "factor_labels": {"lead_days": "days between booking and visit"},
+    "tiers": {"medium": 0.2, "high": 0.4},
+    "center": {"latitude": 41.88, "longitude": -87.63},
     "request_id": _REQUEST_ID,
 }
 RELOAD_EXAMPLE: Final[dict[str, Any]] = {
@@ -213,6 +255,9 @@ RESPONSE_EXAMPLES: Final[list[tuple[type[BaseModel], dict[str, Any]]]] = [
     (WorklistResponse, WORKLIST_EXAMPLE),
     (ContactResponse, CONTACT_EXAMPLE),
     (ModelInfoResponse, MODEL_INFO_EXAMPLE),
+    (ModelPlot, MODEL_PLOT_EXAMPLE),
+    (WhoAmIResponse, WHOAMI_EXAMPLE),
+    (CatalogResponse, CATALOG_EXAMPLE),
     (ReloadResponse, RELOAD_EXAMPLE),
     (KeyListResponse, KEY_LIST_EXAMPLE),
     (CreatedKey, CREATED_KEY_EXAMPLE),
@@ -233,6 +278,9 @@ _RESPONSES: Final = (
     WorklistResponse,
     ContactResponse,
     ModelInfoResponse,
+    ModelPlot,
+    WhoAmIResponse,
+    CatalogResponse,
     ReloadResponse,
     KeyListResponse,
     CreatedKey,
@@ -357,6 +405,7 @@ def _paths() -> dict[str, Any]:
     ui = {Role.REFERRAL_UI, Role.ADMIN}
     outreach = {Role.OUTREACH, Role.ADMIN}
     admin = {Role.ADMIN}
+    every = set(Role)
     recommend = _model_example(RecommendRequest)
     empty = copy.deepcopy(recommend)
     empty["referral"]["preferences"] = {"max_distance_km": 0.01}
@@ -431,6 +480,58 @@ def _paths() -> dict[str, Any]:
                 admin,
                 _json(ModelInfoResponse, MODEL_INFO_EXAMPLE, "The loaded models"),
                 tag="Admin",
+            )
+        },
+        "/model_info/{model}/plots/{name}": {
+            "get": {
+                **_operation(
+                    "One plot of a served model's training run",
+                    "A PNG the training run logged (calibration, subgroups, gains ...), as "
+                    "base64, for the console's models page. The names are listed by /model_info.",
+                    admin,
+                    _json(ModelPlot, MODEL_PLOT_EXAMPLE, "The plot"),
+                    errors={404: "no such plot for this model"},
+                    validated=True,
+                    tag="Admin",
+                ),
+                "parameters": [
+                    {
+                        "name": "model",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["specialist-ranker", "no-show"]},
+                        "example": "no-show",
+                    },
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
+                        "example": "calibration",
+                    },
+                ],
+            }
+        },
+        "/whoami": {
+            "get": _operation(
+                "Who this key is",
+                "The key's id and role, and the console pages that role opens "
+                "(referral_ui: referral; outreach: worklist; admin: all three).",
+                every,
+                _json(WhoAmIResponse, WHOAMI_EXAMPLE, "The key"),
+                needs_ready=False,
+                tag="Console",
+            )
+        },
+        "/catalog": {
+            "get": _operation(
+                "The choices the console offers",
+                "Specialties with specialists in the directory, their known reasons for "
+                "referral, plans, organizations, languages, the words for the no-show model's "
+                "factors, the risk tiers and the service's clock. Nothing about any patient.",
+                every,
+                _json(CatalogResponse, CATALOG_EXAMPLE, "The catalog"),
+                tag="Console",
             )
         },
         "/admin/reload": {
@@ -565,6 +666,7 @@ def openapi_document() -> dict[str, Any]:
         "tags": [
             {"name": "API", "description": "Recommendations, risk and outreach"},
             {"name": "Admin", "description": "Models and keys"},
+            {"name": "Console", "description": "What the browser console at /console/ reads"},
             {"name": "Infrastructure", "description": "Probes and metrics (no key)"},
         ],
         "paths": _paths(),

@@ -35,6 +35,17 @@ import pandas as pd
 from sqlalchemy.engine import make_url
 
 from serving import keys
+from serving.console_api import (
+    PAGES,
+    CatalogResponse,
+    ModelPlot,
+    ModelPlotRequest,
+    Reports,
+    WhoAmIResponse,
+    build_catalog,
+    plot_payload,
+    read_reports,
+)
 from serving.schemas import (
     ContactOutcome,
     ContactRequest,
@@ -129,7 +140,9 @@ def _trained_at(meta: Mapping[str, Any]) -> datetime | None:
     return None if pd.isna(stamp) else stamp.to_pydatetime()
 
 
-def _info(name: str, version: str, meta: Mapping[str, Any], features: list[str]) -> ModelInfo:
+def _info(
+    name: str, version: str, meta: Mapping[str, Any], features: list[str], reports: Reports
+) -> ModelInfo:
     run_id = meta.get("run_id")
     return ModelInfo(
         name=str(meta.get("name") or name),
@@ -137,6 +150,9 @@ def _info(name: str, version: str, meta: Mapping[str, Any], features: list[str])
         run_id=None if run_id in (None, "") else str(run_id),
         trained_at=_trained_at(meta),
         features=features,
+        metrics=reports.metrics,
+        card_markdown=reports.card_markdown,
+        plots=sorted(reports.plots),
     )
 
 
@@ -152,6 +168,9 @@ class RuntimeState:
     models: tuple[ModelInfo, ...]
     loaded_at: datetime
     events: pd.DataFrame  # recorded outcomes (as `Store.outcome_events`), sorted by patient
+    positions: Mapping[str, tuple[float, float]]  # specialist_id -> practice (lat, lon)
+    catalog: Mapping[str, Any]  # the /catalog body, without request_id
+    reports: Mapping[str, Reports]  # "specialist-ranker" / "no-show" -> exported reports
 
     def history(self, patient_ids: list[str]) -> pd.DataFrame:
         """These patients' recorded outcomes as of the load (what `Store.outcome_events` would
@@ -301,14 +320,37 @@ class Runtime:
                 plans["insurance_plan_id"].astype(str), plans["payer_type"].astype(str), strict=True
             )
         )
+        positions = {
+            str(i): (round(float(lat), 5), round(float(lon), 5))
+            for i, lat, lon in zip(
+                sp["specialist_id"], sp["latitude"], sp["longitude"], strict=True
+            )
+        }
         versions = {
             RANKER: bundle_version(self.ranker_dir),
             NO_SHOW: bundle_version(self.no_show_dir),
         }
+        reports = {
+            "specialist-ranker": read_reports(self.ranker_dir),
+            "no-show": read_reports(self.no_show_dir),
+        }
         models = (
-            _info("specialist-ranker", versions[RANKER], ranker.metadata, list(ranker.features)),
-            _info("no-show", versions[NO_SHOW], predictor.metadata, list(predictor.spec.columns)),
+            _info(
+                "specialist-ranker",
+                versions[RANKER],
+                ranker.metadata,
+                list(ranker.features),
+                reports["specialist-ranker"],
+            ),
+            _info(
+                "no-show",
+                versions[NO_SHOW],
+                predictor.metadata,
+                list(predictor.spec.columns),
+                reports["no-show"],
+            ),
         )
+        catalog = build_catalog(tables, as_of=self.clock(), tiers=predictor.tiers)
         return RuntimeState(
             events=events,
             matcher=matcher,
@@ -318,6 +360,9 @@ class Runtime:
             versions=versions,
             models=models,
             loaded_at=datetime.now(),
+            positions=positions,
+            catalog=catalog,
+            reports=reports,
         )
 
     # -- requests -------------------------------------------------------------------------------
@@ -334,6 +379,7 @@ class Runtime:
             model_version=state.versions[RANKER],
             request_id=request_id,
             warnings=request_warnings(req),
+            positions=state.positions,
         )
 
     def no_show_risk(self, req: NoShowRiskRequest, request_id: str) -> NoShowRiskResponse:
@@ -377,14 +423,21 @@ class Runtime:
         )
         flat = flat.drop(columns=["outcome", "outcome_at"]).reset_index(drop=True)
         scored = self._risk_rows(state, flat)
-        rows = [
-            WorklistRow(
-                **r.model_dump(),
-                appointment_at=pd.Timestamp(at).to_pydatetime(),
-                specialist_id=None if not isinstance(sp, str) or not sp else sp,
+        rows = []
+        for r, at, sp in zip(scored, flat["appointment_at"], flat["specialist_id"], strict=True):
+            specialist = None if not isinstance(sp, str) or not sp else sp
+            name, code = (
+                state.directory.get(specialist, (None, None)) if specialist else (None, None)
             )
-            for r, at, sp in zip(scored, flat["appointment_at"], flat["specialist_id"], strict=True)
-        ]
+            rows.append(
+                WorklistRow(
+                    **r.model_dump(),
+                    appointment_at=pd.Timestamp(at).to_pydatetime(),
+                    specialist_id=specialist,
+                    specialist_name=name,
+                    specialty=code,
+                )
+            )
         rows.sort(key=lambda w: (-w.risk, w.appointment_at, w.appointment_id))
         per_day: dict[Any, int] = {}
         kept: list[WorklistRow] = []
@@ -449,6 +502,36 @@ class Runtime:
 
     def model_info(self, _req: Any, request_id: str) -> ModelInfoResponse:
         return ModelInfoResponse(models=list(self.state.models), request_id=request_id)
+
+    def model_plot(self, req: ModelPlotRequest, request_id: str) -> ModelPlot:
+        """One plot of a served model's training run (404 when it was not exported with it)."""
+        reports = self.state.reports.get(req.model)
+        data = plot_payload(reports, req.name) if reports is not None else None
+        if data is None:
+            raise RequestError(404, "no such plot for this model")
+        return ModelPlot(
+            model=req.model,
+            name=req.name,
+            media_type="image/png",
+            data_base64=data,
+            request_id=request_id,
+        )
+
+    # -- the console ----------------------------------------------------------------------------
+
+    def whoami(self, _req: Any, request_id: str, key_id: str | None = None) -> WhoAmIResponse:
+        """The calling key's role and the console pages it opens."""
+        found = next((k for k in keys.list_keys(self.store) if k["key_id"] == key_id), None)
+        if found is None:  # revoked between the check and now
+            raise RequestError(401, "a valid API key is required")
+        role = keys.Role(str(found["role"]))
+        return WhoAmIResponse(
+            key_id=str(key_id), role=role, pages=list(PAGES[role]), request_id=request_id
+        )
+
+    def catalog(self, _req: Any, request_id: str) -> CatalogResponse:
+        """The choices the console's forms offer, as of the last load."""
+        return CatalogResponse.model_validate({**self.state.catalog, "request_id": request_id})
 
     # -- API keys (admin; they work whether or not the models are loaded) -------------------------
 

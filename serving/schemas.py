@@ -463,6 +463,8 @@ class SpecialistOut(_Model):
     out_of_network: bool
     score: float
     reasons: list[str]
+    latitude: float | None = None  # the practice's position (public directory data)
+    longitude: float | None = None
 
 
 class RecommendResponse(_Model):
@@ -531,13 +533,15 @@ def match_response(
     model_version: str,
     request_id: str,
     warnings: Sequence[str] = (),
+    positions: Mapping[str, tuple[float, float]] | None = None,
 ) -> RecommendResponse:
     """The /recommend response for a matcher result (pure: no I/O).
 
     `directory`: specialist_id -> (display name, NUCC specialty code), e.g. built once from the
     specialists table. `as_of`: the request's clock, turning next_available_days into a
     date-time (None when no free slot is known). `warnings` (e.g. `request_warnings`) come
-    first; the unknown-plan warning is added when the result says so.
+    first; the unknown-plan warning is added when the result says so. `positions`:
+    specialist_id -> (latitude, longitude) of the practice, for the console's map.
     """
     out: list[SpecialistOut] = []
     for m in result.matches:
@@ -547,6 +551,7 @@ def match_response(
         f = m.features
         days = float(f.get("next_available_days", NO_SLOT_DAYS))
         known_slot = days < NO_SLOT_DAYS
+        where = positions.get(m.specialist_id) if positions is not None else None
         out.append(
             SpecialistOut(
                 rank=m.rank,
@@ -561,6 +566,8 @@ def match_response(
                 out_of_network=m.out_of_network,
                 score=m.score,
                 reasons=list(m.reasons),
+                latitude=where[0] if where else None,
+                longitude=where[1] if where else None,
             )
         )
     notes = list(warnings)
@@ -785,6 +792,8 @@ class WorklistRequest(_Model):
 class WorklistRow(RiskRow):
     appointment_at: ReportedDatetime
     specialist_id: str | None
+    specialist_name: str | None = None
+    specialty: str | None = None  # NUCC code of the specialist
     contact_attempts: int = 0
     last_contact_at: ReportedDatetime | None = None
     last_contact_outcome: ContactOutcome | None = None
@@ -868,6 +877,17 @@ class ModelInfo(_Model):
     run_id: str | None = None
     trained_at: ReportedDatetime | None = None
     features: list[str]
+    metrics: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict,
+        description="Test-window metrics of the training run by ranking: 'model', each "
+        "baseline, and for the no-show model 'ceiling' (the true probabilities; synthetic "
+        "worlds). Empty when the model was not exported with its reports.",
+    )
+    card_markdown: str | None = Field(default=None, description="The model card (Markdown)")
+    plots: list[str] = Field(
+        default_factory=list,
+        description="Plots of the training run: GET /model_info/{model}/plots/{name}",
+    )
 
 
 class ModelInfoResponse(_Model):

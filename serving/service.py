@@ -25,7 +25,10 @@ Endpoints (`ENDPOINTS`; the OpenAPI document at GET /docs.json, `serving.openapi
     POST   /outreach/worklist    outreach, admin      WorklistRequest -> WorklistResponse
                                                       (format "csv": the same rows as text/csv)
     POST   /outreach/contact     outreach, admin      ContactRequest -> ContactResponse (404)
-    GET    /model_info           admin                ModelInfoResponse
+    GET    /model_info           admin                ModelInfoResponse (metrics, card, plot names)
+    GET    /model_info/{model}/plots/{name}  admin    ModelPlot (base64 PNG); 404
+    GET    /whoami               every role           WhoAmIResponse (role, console pages)
+    GET    /catalog              every role           CatalogResponse (the console's choices)
     POST   /admin/reload         admin                ReloadResponse; 409 (old models keep
                                                       serving) or 503 (not ready) with the reason
     GET    /admin/keys           admin                KeyListResponse (no secrets, no hashes)
@@ -34,6 +37,8 @@ Endpoints (`ENDPOINTS`; the OpenAPI document at GET /docs.json, `serving.openapi
     DELETE /admin/keys/{key_id}  admin                RevokedKey; 404; 409 for the last admin key
     GET    /livez, /readyz (503 with the reason until the models and the store are loaded),
            /metrics (Prometheus), /docs.json
+    GET    /console/             the browser console (`serving/console/`: static files, no key
+                                 to load them; every figure on them comes from the API above)
 
 Every API request carries ``Authorization: Bearer <secret>`` (or ``X-API-Key: <secret>``): 401
 without a valid key, 403 when the key's role may not call the endpoint. Bodies are validated here
@@ -64,11 +69,12 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.bentoml_patches import cancel_request_timers
+from serving.console_api import ModelPlotRequest
 from serving.keys import Role, verify
 from serving.openapi import openapi_document
 from serving.runtime import NotReadyError, RequestError, Runtime
@@ -102,6 +108,7 @@ REQUEST_ID_HEADER: Final = "X-Request-ID"
 RECOMMEND_ROLES: Final = frozenset({Role.REFERRAL_UI, Role.ADMIN})
 NO_SHOW_ROLES: Final = frozenset({Role.OUTREACH, Role.ADMIN})
 ADMIN_ROLES: Final = frozenset({Role.ADMIN})
+EVERY_ROLE: Final = frozenset(Role)
 OUTREACH_ROLES: Final = NO_SHOW_ROLES
 INVALID_JSON: Final = object()  # the body of a request that is not valid JSON
 INVALID_JSON_ERRORS: Final = [{"field": "body", "problem": "not valid JSON"}]
@@ -324,6 +331,16 @@ ENDPOINTS: Final = (
         with_key=True,
     ),
     Endpoint("GET", "/model_info", ADMIN_ROLES, None, "model_info"),
+    Endpoint(
+        "GET",
+        "/model_info/{model}/plots/{name}",
+        ADMIN_ROLES,
+        ModelPlotRequest,
+        "model_plot",
+        "path",
+    ),
+    Endpoint("GET", "/whoami", EVERY_ROLE, None, "whoami", with_key=True, require_ready=False),
+    Endpoint("GET", "/catalog", EVERY_ROLE, None, "catalog"),
     Endpoint("POST", "/admin/reload", ADMIN_ROLES, None, "reload", require_ready=False),
     Endpoint("GET", "/admin/keys", ADMIN_ROLES, None, "list_keys", require_ready=False),
     Endpoint(
@@ -416,9 +433,51 @@ def _starlette_route(endpoint: Endpoint) -> Route:
     return Route(endpoint.path, answer, methods=[endpoint.method])
 
 
+# ------------------------------------------------------------------------------ the console
+
+CONSOLE_DIR: Final = Path(__file__).with_name("console")
+# The console's files (nothing else under /console/ is served) and their media types.
+CONSOLE_FILES: Final = {
+    "index.html": "text/html; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+    "console.css": "text/css; charset=utf-8",
+}
+# Scripts, styles and data from this origin only (no CDN: nothing outside the machine is
+# fetched); plots arrive as data: URLs; the page may not be framed.
+CONSOLE_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+async def _console_file(request: Request) -> Response:
+    name = request.path_params.get("name") or "index.html"
+    media = CONSOLE_FILES.get(name)
+    if media is None:
+        return JSONResponse({"error": "not found"}, status_code=404)
+    return FileResponse(CONSOLE_DIR / name, media_type=media, headers=CONSOLE_HEADERS)
+
+
+async def _to_console(_request: Request) -> Response:
+    return RedirectResponse("/console/", status_code=307)
+
+
+CONSOLE_ROUTES: Final = [
+    Route("/console", _to_console, methods=["GET"]),
+    Route("/console/", _console_file, methods=["GET"]),
+    Route("/console/{name}", _console_file, methods=["GET"]),
+]
+
 # /recommend and /no_show_risk are BentoML APIs (below); the others are plain Starlette routes.
 _BENTO_APIS: Final = frozenset({"/recommend", "/no_show_risk"})
-admin_app = Starlette(routes=[_starlette_route(e) for e in ENDPOINTS if e.path not in _BENTO_APIS])
+admin_app = Starlette(
+    routes=[_starlette_route(e) for e in ENDPOINTS if e.path not in _BENTO_APIS] + CONSOLE_ROUTES
+)
 
 
 class GatewayMiddleware:
