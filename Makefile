@@ -16,12 +16,13 @@ SIZE ?= medium
 SEED ?= 7
 
 PG_INITDB := $(wildcard /usr/lib/postgresql/*/bin/initdb)
+CHROMIUM := $(wildcard /usr/bin/chromium)
 
-.PHONY: setup postgres-deps demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench clean help
+.PHONY: setup postgres-deps browser-deps demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench clean help
 
 help:
 	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker; serve both on 127.0.0.1:$(PORT) (a rerun reuses all that; REBUILD=1 redoes it)"
-	@echo "make test   - set up and run the whole test suite (what CI runs; installs PostgreSQL as root)"
+	@echo "make test   - set up and run the whole test suite (what CI runs; installs PostgreSQL and Chromium as root)"
 	@echo "make lint   - ruff lint + format check, mypy"
 	@echo "make bench  - generator speed and memory per size; no-show training at ~1M appointments and scoring; ranker training and latency"
 
@@ -120,6 +121,7 @@ serve: setup $(WORLD)/manifest.json
 	@$(MAKE) --no-print-directory $(STAMPS)/store export demo-keys
 	@echo
 	@echo "Serving both models on http://127.0.0.1:$(PORT)  (API: /docs.json; probes: /readyz, /metrics)"
+	@echo "Console: http://127.0.0.1:$(PORT)/console/  (sign in with a key below: outreach -> worklist, referral_ui -> referral, admin -> all pages)"
 	@echo "API keys (also in demo-keys.env):"
 	@sed 's/^/  /' demo-keys.env
 	@echo "Try, once /readyz answers 200:"
@@ -146,7 +148,22 @@ ifeq ($(PG_INITDB),)
 	fi
 endif
 
-test: setup postgres-deps
+# Debian's Chromium for the console's browser tests (Playwright drives /usr/bin/chromium; a
+# browser download by the test tool is impossible here). A no-op when installed; otherwise only a
+# note, and the browser tests skip (CI sets REFERRAL_ML_REQUIRE_BROWSER=1: there they fail).
+browser-deps:
+ifeq ($(CHROMIUM),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  set -e; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq; \
+	  apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+	  echo "note: Chromium is not installed (needs root and apt-get to install it): the console's browser tests will skip"; \
+	fi
+endif
+
+test: setup postgres-deps browser-deps
 	$(RUN) ruff check .
 	$(RUN) pytest
 

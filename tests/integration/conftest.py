@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.integration.postgres import PostgresError, find_bindir, running_cluster
-from tests.integration.servers import CORS_ORIGIN, Server, referral_service
+from tests.integration.servers import (
+    CORS_ORIGIN,
+    Exported,
+    Server,
+    newest_model,
+    referral_ml,
+    referral_service,
+)
 from tests.integration.servers import free_port as _free_port
 from tests.integration.servers import stop as _stop
 from tests.integration.servers import tail as _tail
@@ -114,6 +121,32 @@ def postgres_url() -> Iterator[str]:
             yield cluster.url("referral")
     except PostgresError as exc:
         pytest.fail(f"PostgreSQL test server: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Exported:
+    """`referral-ml train`, `promote --force` (a small world may not pass every gate) and
+    `export` of both models on the small world, once per test session."""
+    root = tmp_path_factory.mktemp("exported")
+    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    env = {"BENTOML_HOME": str(root / "bentoml")}
+    for model in ("no-show", "ranker"):
+        trained = referral_ml(
+            "train", model, "--data", str(small_world), "--tracking-uri", tracking, cwd=root
+        )
+        assert trained.returncode == 0, trained.stderr
+        promoted = referral_ml("promote", model, "--force", "--tracking-uri", tracking, cwd=root)
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    run = referral_ml("export", "--tracking-uri", tracking, cwd=root, env=env)
+    assert run.returncode == 0, run.stderr
+    models = root / "bentoml" / "models"
+    return Exported(
+        tracking,
+        root / "bentoml",
+        newest_model(models, "specialist-ranker"),
+        newest_model(models, "no-show"),
+        run.stdout,
+    )
 
 
 @pytest.fixture(scope="package")

@@ -170,3 +170,33 @@ def call(
     except urllib.error.HTTPError as exc:
         got = {k.lower(): v for k, v in exc.headers.items()}
         return int(exc.code), got, exc.read().decode()
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Both models trained and promoted through the CLI, then exported to a BentoML store."""
+
+    tracking_uri: str
+    bentoml_home: Path
+    ranker: Path  # the exported models' folders (bundle + VERSION + reports/)
+    no_show: Path
+    export_stdout: str
+
+
+def referral_ml(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the `referral-ml` CLI (a real process, as a user would)."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "referral-ml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def newest_model(models: Path, name: str) -> Path:
+    """The folder of the newest model of this name in a BentoML models folder."""
+    return models / name / (models / name / "latest").read_text().strip()

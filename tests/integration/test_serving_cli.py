@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from features.matcher import SpecialistRanker
 from features.predictor import NoShowPredictor
 from serving.keys import Role, verify
 from serving.store import Store
+from tests.integration.servers import Exported
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +34,7 @@ def cli(
     )
 
 
-@pytest.mark.slow
-def test_export_puts_both_champions_in_the_bentoml_store(small_world: Path, tmp_path: Path) -> None:
+def test_export_refuses_without_champions(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
     # Given nothing promoted, export refuses and writes nothing
@@ -42,30 +43,31 @@ def test_export_puts_both_champions_in_the_bentoml_store(small_world: Path, tmp_
     assert not (tmp_path / "bentoml" / "models").exists() or not any(
         (tmp_path / "bentoml" / "models").iterdir()
     )
-    # Given both models trained and promoted (forced: a small world may not pass every gate)
-    for model in ("no-show", "ranker"):
-        trained = cli(
-            "train", model, "--data", str(small_world), "--tracking-uri", store, cwd=tmp_path
-        )
-        assert trained.returncode == 0, trained.stderr
-        promoted = cli("promote", model, "--force", "--tracking-uri", store, cwd=tmp_path)
-        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
-    # When they are exported
-    run = cli("export", "--tracking-uri", store, cwd=tmp_path, env=env)
-    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.slow
+def test_export_puts_both_champions_and_their_reports_in_the_bentoml_store(
+    exported: Exported, tmp_path: Path
+) -> None:
+    # Given both models trained, promoted (forced) and exported (the `exported` fixture)
     # Then each is a BentoML model holding its bundle and registry version
-    models = tmp_path / "bentoml" / "models"
-    ranker = (
-        models / "specialist-ranker" / (models / "specialist-ranker" / "latest").read_text().strip()
-    )
-    no_show = models / "no-show" / (models / "no-show" / "latest").read_text().strip()
+    ranker, no_show = exported.ranker, exported.no_show
     assert (ranker / "VERSION").read_text().strip() == "1"
     assert SpecialistRanker.load(ranker).features
     assert NoShowPredictor.load(no_show).tiers["high"] > 0
-    assert "specialist-ranker v1 -> BentoML specialist-ranker:" in run.stdout
+    assert "specialist-ranker v1 -> BentoML specialist-ranker:" in exported.export_stdout
+    # And the run's reports beside it: card, plots and metrics, as the console shows them
+    for model, plots in ((no_show, {"calibration", "subgroup_calibration"}), (ranker, set())):
+        reports = model / "reports"
+        assert (reports / "model_card.md").read_text().startswith("# Model card")
+        assert plots <= {p.stem for p in reports.glob("*.png")}
+        assert any(reports.glob("*.png"))
+        assert "test" in json.loads((reports / "metrics.json").read_text())
     # And exporting the same champions again adds nothing to the store
-    again = cli("export", "--tracking-uri", store, cwd=tmp_path, env=env)
+    env = {"BENTOML_HOME": str(exported.bentoml_home)}
+    again = cli("export", "--tracking-uri", exported.tracking_uri, cwd=tmp_path, env=env)
     assert again.returncode == 0 and again.stdout.count("(already there)") == 2, again.stdout
+    models = exported.bentoml_home / "models"
     assert len([p for p in (models / "no-show").iterdir() if p.is_dir()]) == 1
 
 
