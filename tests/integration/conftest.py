@@ -21,7 +21,7 @@ from tests.integration.servers import (
     Server,
     newest_model,
     referral_ml,
-    referral_service,
+    served_world,
 )
 from tests.integration.servers import free_port as _free_port
 from tests.integration.servers import stop as _stop
@@ -155,29 +155,12 @@ def server(
 ) -> Iterator[Server]:
     """One real `bentoml serve` of the service for the integration tests: models trained on the
     small world, a SQLite store loaded with it, one key per role, CORS allowed for CORS_ORIGIN."""
-    import json
-
-    from serving.keys import Role, create_key
-    from serving.store import Store
-
     root = tmp_path_factory.mktemp("service")
-    ranker, no_show = bundles["ranker"], bundles["no_show"]
-    url = f"sqlite:///{root / 'referral.db'}"
-    store = Store(url)
-    store.create()
-    store.load_dataset(small_world)
-    keys = {role: create_key(store, role)[1] for role in Role}
-    as_of = str(json.loads((small_world / "manifest.json").read_text())["as_of"])
-    try:
-        with referral_service(
-            root,
-            store_url=url,
-            ranker=ranker,
-            no_show=no_show,
-            as_of=as_of,
-            extra_env={"REFERRAL_ML_CORS_ORIGINS": CORS_ORIGIN},
-        ) as base:
-            tables = store.read_tables(["patients", "specialists"])
-            yield Server(base, store, keys, tables, ranker, no_show, as_of)
-    finally:
-        store.dispose()
+    with served_world(
+        root,
+        small_world,
+        ranker=bundles["ranker"],
+        no_show=bundles["no_show"],
+        extra_env={"REFERRAL_ML_CORS_ORIGINS": CORS_ORIGIN},
+    ) as running:
+        yield running

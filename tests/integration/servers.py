@@ -200,3 +200,32 @@ def referral_ml(
 def newest_model(models: Path, name: str) -> Path:
     """The folder of the newest model of this name in a BentoML models folder."""
     return models / name / (models / name / "latest").read_text().strip()
+
+
+@contextlib.contextmanager
+def served_world(
+    root: Path,
+    world: Path,
+    *,
+    ranker: Path,
+    no_show: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """A SQLite store in `root` loaded with `world`, one key per role, and `referral_service`
+    on it with these bundles and the world's clock; yields the running Server."""
+    from serving.keys import create_key
+
+    url = f"sqlite:///{root / 'referral.db'}"
+    store = Store(url)
+    store.create()
+    store.load_dataset(world)
+    keys = {role: create_key(store, role)[1] for role in Role}
+    as_of = str(json.loads((world / "manifest.json").read_text())["as_of"])
+    try:
+        with referral_service(
+            root, store_url=url, ranker=ranker, no_show=no_show, as_of=as_of, extra_env=extra_env
+        ) as base:
+            tables = store.read_tables(["patients", "specialists", "plans"])
+            yield Server(base, store, keys, tables, ranker, no_show, as_of)
+    finally:
+        store.dispose()

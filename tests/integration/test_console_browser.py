@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from serving.keys import Role, create_key
+from serving.keys import Role
 from serving.schemas import WORKLIST_CSV_COLUMNS
-from serving.store import Store
-from tests.integration.servers import REPO, Exported, Server, call, referral_service
+from tests.integration.servers import REPO, Exported, Server, call, served_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -70,20 +69,10 @@ def console(
 ) -> Iterator[Server]:
     """The service on the exported champions, a store loaded with the small world, a key per role."""
     root = tmp_path_factory.mktemp("console-service")
-    url = f"sqlite:///{root / 'referral.db'}"
-    store = Store(url)
-    store.create()
-    store.load_dataset(small_world)
-    keys = {role: create_key(store, role)[1] for role in Role}
-    as_of = str(json.loads((small_world / "manifest.json").read_text())["as_of"])
-    try:
-        with referral_service(
-            root, store_url=url, ranker=exported.ranker, no_show=exported.no_show, as_of=as_of
-        ) as base:
-            tables = store.read_tables(["patients", "specialists", "plans"])
-            yield Server(base, store, keys, tables, exported.ranker, exported.no_show, as_of)
-    finally:
-        store.dispose()
+    with served_world(
+        root, small_world, ranker=exported.ranker, no_show=exported.no_show
+    ) as running:
+        yield running
 
 
 @pytest.fixture

@@ -15,11 +15,12 @@ from starlette.testclient import TestClient
 
 from features.no_show import FEATURE_LABELS
 from serving.console_api import PAGES, build_catalog, headline_metrics, read_reports
-from serving.keys import Role, create_key
+from serving.keys import Role
 from serving.runtime import Runtime
 from serving.service import CONSOLE_FILES, ENDPOINTS, Endpoint, admin_app, dispatch
 from serving.store import Store
 from tests.unit.test_runtime import _referral
+from tests.unit.test_service_inprocess import role_headers
 
 pytestmark = pytest.mark.unit
 
@@ -79,9 +80,7 @@ def runtime(
 
 @pytest.fixture(scope="module")
 def keys(runtime: Runtime) -> dict[Role, dict[str, str]]:
-    return {
-        role: {"authorization": f"Bearer {create_key(runtime.store, role)[1]}"} for role in Role
-    }
+    return role_headers(runtime.store)
 
 
 def _call(runtime: Runtime, method: str, path: str, headers: Any, body: Any = None) -> Any:

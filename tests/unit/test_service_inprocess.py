@@ -34,11 +34,14 @@ def runtime(
     return rt
 
 
+def role_headers(store: Store) -> dict[Role, dict[str, str]]:
+    """A new key per role in `store`, as request headers."""
+    return {role: {"authorization": f"Bearer {create_key(store, role)[1]}"} for role in Role}
+
+
 @pytest.fixture(scope="module")
 def keys(runtime: Runtime) -> dict[Role, dict[str, str]]:
-    return {
-        role: {"authorization": f"Bearer {create_key(runtime.store, role)[1]}"} for role in Role
-    }
+    return role_headers(runtime.store)
 
 
 def _endpoint(method: str, path: str) -> Endpoint:
