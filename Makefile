@@ -38,7 +38,7 @@ setup: .venv/.synced
 
 # The main job: a world, both models trained, promoted and used, the store loaded, then both
 # models served (Ctrl-C stops it). A rerun reuses what exists (the world, the trained and
-# promoted models, the loaded store: stamps in $(STAMPS)) and is serving within seconds;
+# promoted models, the loaded store: stamps in $(STAMPS)) and is serving in about half a minute;
 # `make demo REBUILD=1` builds everything again. A new world retrains; a deleted mlflow.db or
 # referral.db redoes what depended on it.
 STAMPS := $(WORLD)/.demo
