@@ -37,7 +37,6 @@ from features.no_show import FEATURE_LABELS
 from serving.schemas import ReportedDatetime, Role, _Model
 
 REPORTS_DIR: Final = "reports"  # in an exported model (training.export.REPORTS_DIR)
-MODEL_NAMES: Final = ("specialist-ranker", "no-show")
 PLOT_NAME_PATTERN: Final = r"^[a-z0-9_]{1,64}$"
 _PLOT_NAME_RE: Final = re.compile(PLOT_NAME_PATTERN)
 MAX_CARD_CHARS: Final = 200_000
@@ -182,9 +181,11 @@ def _number(value: Any) -> float | None:
 
 
 def _scalars(values: Any) -> dict[str, float | None]:
+    """The numbers of a mapping (NaN, infinities and non-numbers left out)."""
     if not isinstance(values, Mapping):
         return {}
-    return {str(k): _number(v) for k, v in values.items() if _number(v) is not None}
+    numbers = {str(k): _number(v) for k, v in values.items()}
+    return {k: v for k, v in numbers.items() if v is not None}
 
 
 def _ranking(values: Any) -> dict[str, float | None]:

@@ -22,6 +22,7 @@ import re
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from typing import Final
 
 from sqlalchemy import select
@@ -30,9 +31,19 @@ from sqlalchemy.orm import Session
 from serving.schemas import Role
 from serving.store import ApiKey, Store, utcnow
 
-__all__ = ["Role", "clear_cache", "create_key", "list_keys", "revoke", "verify"]
+__all__ = ["Caller", "Role", "clear_cache", "create_key", "list_keys", "revoke", "verify"]
 
 PREFIX: Final = "rml"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a verified request comes from: the key's id and role (never its secret)."""
+
+    key_id: str
+    role: Role
+
+
 CACHE_SECONDS: Final = 300.0
 MAX_SECRET_CHARS: Final = 128  # longer input is rejected before any hashing
 

@@ -468,16 +468,17 @@ class Runtime:
             r.last_contact_outcome = ContactOutcome(str(last["outcome"]))
 
     def record_contact(
-        self, req: ContactRequest, request_id: str, key_id: str | None = None
+        self, req: ContactRequest, request_id: str, caller: keys.Caller | None = None
     ) -> ContactResponse:
-        """Log one outreach attempt (RequestError 404 for an appointment not in the store)."""
+        """Log one outreach attempt with the calling key (RequestError 404 for an appointment
+        not in the store)."""
         recorded_at = datetime.now()
         try:
             self.store.record_contact(
                 req.appointment_id,
                 req.channel,
                 req.outcome,
-                key_id=key_id,
+                key_id=caller.key_id if caller is not None else None,
                 contacted_at=recorded_at,
                 note=req.note,
             )
@@ -519,14 +520,13 @@ class Runtime:
 
     # -- the console ----------------------------------------------------------------------------
 
-    def whoami(self, _req: Any, request_id: str, key_id: str | None = None) -> WhoAmIResponse:
-        """The calling key's role and the console pages it opens."""
-        found = next((k for k in keys.list_keys(self.store) if k["key_id"] == key_id), None)
-        if found is None:  # revoked between the check and now
-            raise RequestError(401, "a valid API key is required")
-        role = keys.Role(str(found["role"]))
+    def whoami(self, _req: Any, request_id: str, caller: keys.Caller) -> WhoAmIResponse:
+        """The calling key's role (as verified for this request) and the console pages it opens."""
         return WhoAmIResponse(
-            key_id=str(key_id), role=role, pages=list(PAGES[role]), request_id=request_id
+            key_id=caller.key_id,
+            role=caller.role,
+            pages=list(PAGES[caller.role]),
+            request_id=request_id,
         )
 
     def catalog(self, _req: Any, request_id: str) -> CatalogResponse:

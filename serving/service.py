@@ -75,7 +75,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.bentoml_patches import cancel_request_timers
 from serving.console_api import ModelPlotRequest
-from serving.keys import Role, verify
+from serving.keys import Caller, Role, verify
 from serving.openapi import openapi_document
 from serving.runtime import NotReadyError, RequestError, Runtime
 from serving.schemas import (
@@ -178,7 +178,7 @@ def handle(
     """Authenticate, authorise, validate, run and audit one request (framework-free).
 
     `body` is the parsed JSON (or INVALID_JSON: a 422 after the key and role checks). `run` is
-    called as ``run(req, request_id)``, with ``key_id=`` too when `with_key`; a RequestError it
+    called as ``run(req, request_id)``, with ``caller=`` (key id and role) too when `with_key`; a RequestError it
     raises becomes its status with ``{"error": message}``. `require_ready=False` runs it even
     when not ready (a reload)."""
     request_id = uuid.uuid4().hex
@@ -232,7 +232,8 @@ def handle(
         return done(503, {"error": "the service is not ready"})
     versions = runtime.versions()
     try:
-        result = run(req, request_id, key_id=key_id) if with_key else run(req, request_id)
+        caller = Caller(key_id, role)
+        result = run(req, request_id, caller=caller) if with_key else run(req, request_id)
     except NotReadyError:
         return done(503, {"error": "the service is not ready"})
     except RequestError as exc:
@@ -307,7 +308,7 @@ class Endpoint:
     path: str  # Starlette syntax for a path parameter: /admin/keys/{key_id}
     roles: frozenset[Role]
     model: type[BaseModel] | None  # validates the JSON body (or the path parameters)
-    action: str  # the Runtime method, called as (req, request_id[, key_id=])
+    action: str  # the Runtime method, called as (req, request_id[, caller=])
     body: str = "none"  # "json", "path" (the path parameters are the request) or "none"
     with_key: bool = False
     require_ready: bool = True

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from serving.keys import Caller, Role
 from serving.runtime import UNVERSIONED, NotReadyError, RequestError, Runtime, bundle_version
 from serving.schemas import (
     RECOMMENDED_ACTIONS,
@@ -240,13 +241,13 @@ def test_contact_is_recorded_with_the_key_and_unknown_ids_are_404(
     upcoming = store.upcoming_appointments(pd.Timestamp("2000-01-01"), pd.Timestamp("2100-01-01"))
     appointment_id = str(upcoming["appointment_id"].iloc[-1])
     req = ContactRequest(appointment_id=appointment_id, channel="call", outcome="reached")
-    res = runtime.record_contact(req, "c1", key_id="key-unit")
+    res = runtime.record_contact(req, "c1", caller=Caller("key-unit", Role.OUTREACH))
     assert res.appointment_id == appointment_id and res.request_id == "c1"
     log = store.contacts([appointment_id])
     assert "key-unit" in set(log["key_id"])
     unknown = ContactRequest(appointment_id="A-NOPE-1", channel="text", outcome="no_answer")
     with pytest.raises(RequestError) as err:
-        runtime.record_contact(unknown, "c2", key_id="key-unit")
+        runtime.record_contact(unknown, "c2", caller=Caller("key-unit", Role.OUTREACH))
     assert err.value.status == 404 and "A-NOPE-1" not in err.value.message
 
 
