@@ -122,6 +122,23 @@ def is_valid_npi(npi: str) -> bool:
     return bool(NPI_PATTERN.match(npi)) and npi_check_digit(npi[:9]) == int(npi[9])
 
 
+# A specialists row is one practitioner at one location: the first location's row carries the
+# NPI, later ones the NPI with a location suffix ("1234567893-2"), as directory imports write.
+LOCATION_ID_PATTERN = re.compile(r"^([0-9]{10})(?:-([2-9]|[1-9][0-9]+))?$")
+
+
+def npi_of(specialist_id: str) -> str:
+    """The NPI of a specialist id ("1234567893-2" -> "1234567893"; an NPI is its own)."""
+    match = LOCATION_ID_PATTERN.match(specialist_id)
+    return match.group(1) if match else specialist_id
+
+
+def is_valid_specialist_id(specialist_id: str) -> bool:
+    """True for an NPI, or an NPI with a location suffix -2, -3, ... (see LOCATION_ID_PATTERN)."""
+    match = LOCATION_ID_PATTERN.match(specialist_id)
+    return match is not None and is_valid_npi(match.group(1))
+
+
 def make_npis(rng: np.random.Generator, n: int) -> np.ndarray:
     """n distinct valid NPIs (strings), vectorised: random 9-digit bodies starting with 1 plus check digit."""
     bodies = np.unique(rng.integers(100_000_000, 200_000_000, size=n + n // 10 + 16))

@@ -226,6 +226,14 @@ def npi_mask(values: pd.Series) -> pd.Series:
     return pd.Series(result, index=values.index)
 
 
+def specialist_id_mask(values: pd.Series) -> pd.Series:
+    """Vectorised codes.is_valid_specialist_id: an NPI, optionally with a location suffix."""
+    text = values.astype("str")
+    parts = text.str.extract(codes.LOCATION_ID_PATTERN.pattern)
+    npi_ok = npi_mask(parts[0].where(parts[0].notna(), ""))
+    return pd.Series(npi_ok.to_numpy() & parts[0].notna().to_numpy(), index=values.index)
+
+
 def multi_value_mask(values: pd.Series, allowed: frozenset[str], *, allow_empty: bool) -> pd.Series:
     """True where a '|'-joined cell is empty (if allowed) or every part is in ``allowed``."""
     text = values.astype("str")

@@ -26,6 +26,7 @@ from features.dtypes import (
     nonblank_mask,
     npi_mask,
     pattern_parts_mask,
+    specialist_id_mask,
 )
 
 FOCUS_CATEGORY_PATTERN = re.compile(r"^[A-TV-Z][0-9][0-9A-Z]$")
@@ -101,9 +102,15 @@ ROW_CHECKS: dict[str, RowCheck] = {
 # Check name -> what the allowed values are, for the sentences in features.validation.
 CHECK_DESCRIPTIONS: dict[str, str] = {
     "valid_npi": "is not a valid NPI (10 digits ending in the Luhn check digit)",
+    "valid_specialist_id": (
+        "is not a valid specialist id (an NPI: 10 digits ending in the Luhn check digit, "
+        "optionally followed by a location suffix -2, -3, ...)"
+    ),
     "nucc_code": "is not a code of the NUCC Health Care Provider Taxonomy v12.1",
     "icd10_cm": "is not an ICD-10-CM code (letter, digit, digit-or-letter, optional .suffix)",
-    "languages": "must be a non-empty '|'-joined list of " + ", ".join(contract.LANGUAGES),
+    "languages": "must be a '|'-joined list of "
+    + ", ".join(contract.LANGUAGES)
+    + " (or empty: not listed)",
     "focus_codes": "must be '|'-joined 3-character ICD-10 categories such as I50 (or empty)",
     "nonblank": "is empty but a value is required",
     "two_letters": "is not a 2-letter state code",
@@ -242,10 +249,10 @@ class Specialists(ContractModel):
     rating: Series[float] = pa.Field(in_range={"min_value": 1, "max_value": 5}, nullable=True)
     review_count: Series[StrictInt] = pa.Field(ge=0)
 
-    @pa.check("specialist_id", name="valid_npi")
+    @pa.check("specialist_id", name="valid_specialist_id")
     @classmethod
     def _npi(cls, values: Series[str]) -> Series[bool]:
-        return npi_mask(values)
+        return specialist_id_mask(values)
 
     @pa.check("first_name", "last_name", "organization_id", name="nonblank")
     @classmethod
@@ -255,7 +262,7 @@ class Specialists(ContractModel):
     @pa.check("languages", name="languages")
     @classmethod
     def _languages(cls, values: Series[str]) -> Series[bool]:
-        return multi_value_mask(values, _LANGUAGES, allow_empty=False)
+        return multi_value_mask(values, _LANGUAGES, allow_empty=True)  # '' = not listed
 
     @pa.check("specialty", name="nucc_code")
     @classmethod

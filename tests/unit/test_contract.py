@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from features import codes, contract
-from features.dtypes import npi_mask
+from features.dtypes import npi_mask, specialist_id_mask
 from features.report import MAX_STORED_PER_CHECK, ValidationReport, Violation
 from features.schemas import SCHEMAS
 from features.truth_schemas import TRUTH_SCHEMAS
@@ -200,8 +200,13 @@ CORRUPTIONS: dict[str, tuple[Mutation, tuple[str, str, int, str], str | None]] =
     ),
     "bad NPI check digit": (
         _npi_with_bad_check_digit,
-        ("specialists", "specialist_id", 1, "valid_npi"),
-        "is not a valid NPI",
+        ("specialists", "specialist_id", 1, "valid_specialist_id"),
+        "is not a valid specialist id",
+    ),
+    "location suffix -1": (
+        _set("specialists", "specialist_id", 0, "1234567893-1"),
+        ("specialists", "specialist_id", 0, "valid_specialist_id"),
+        "specialist_id '1234567893-1' is not a valid specialist id",
     ),
     "bad NPI length": (
         _set("referring_providers", "provider_id", 0, "123456789"),
@@ -231,12 +236,7 @@ CORRUPTIONS: dict[str, tuple[Mutation, tuple[str, str, int, str], str | None]] =
     "unknown language": (
         _set("specialists", "languages", 0, "en|xx"),
         ("specialists", "languages", 0, "languages"),
-        "languages 'en|xx' must be a non-empty '|'-joined list of en, es",
-    ),
-    "no language": (
-        _set("specialists", "languages", 1, ""),
-        ("specialists", "languages", 1, "languages"),
-        "languages '' must be",
+        "languages 'en|xx' must be a '|'-joined list of en, es",
     ),
     "focus code is not a category": (
         _set("specialists", "focus_codes", 0, "I50.9"),
@@ -452,6 +452,19 @@ def test_npi_mask_matches_scalar_check() -> None:
     expected = [v is not None and codes.is_valid_npi(v) for v in values]
     assert npi_mask(values).tolist() == expected
     assert all(expected[:50]) and not any(expected[50:])
+
+
+def test_specialist_id_mask_matches_scalar_check() -> None:
+    rng = np.random.default_rng(4)
+    good = [str(n) for n in codes.make_npis(rng, 20)]
+    located = [f"{g}-{n}" for g, n in zip(good, range(2, 22), strict=True)]
+    bad_npi = [g[:9] + str((int(g[9]) + 1) % 10) + "-2" for g in good[:5]]
+    bad_suffix = [f"{good[0]}-1", f"{good[0]}-0", f"{good[0]}-02", f"{good[0]}-", f"{good[0]}-x"]
+    values = pd.Series(good + located + bad_npi + bad_suffix + ["", None], dtype=object)
+    expected = [v is not None and codes.is_valid_specialist_id(v) for v in values]
+    assert specialist_id_mask(values).tolist() == expected
+    assert all(expected[:40]) and not any(expected[40:])
+    assert codes.npi_of(located[3]) == good[3] and codes.npi_of(good[3]) == good[3]
 
 
 def test_truth_tables_light_schemas() -> None:
