@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.attribution import PathAttribution
+from features.codes import npi_of
 from features.lgb_io import load_booster
 from features.ranking import PAIR_FEATURES, RankingContext, pair_features
 from features.reasons import candidate_from, explain
@@ -164,6 +165,16 @@ class Matcher:
         sp = ctx.specialists
         self._ids = sp["specialist_id"].astype(str).to_numpy()
         self._rating = sp["rating"].to_numpy(dtype=float, na_value=np.nan)
+        # Directory facts the reasons need when a source does not list them (docs/fhir.md).
+        self._slots_listed = ctx.arrays.availability_code >= 0
+        self._networks_listed = len(index.plan_index) > 0
+        self._referral_n = _event_counts(ctx.referral_events, self._ids)
+        self._visit_n = _event_counts(ctx.visit_events, self._ids)
+        # One practitioner at several locations has one row per location ("NPI", "NPI-2"):
+        # a referral gets the practitioner once, at the best-scoring location.
+        npi_code, npis = pd.factorize(pd.Series([npi_of(i) for i in self._ids], dtype=object))
+        self._npi_code = npi_code.astype(np.int64)
+        self._several_locations = len(npis) < len(self._ids)
 
     @classmethod
     def from_tables(
@@ -233,7 +244,11 @@ class Matcher:
             scores, attributions = self.ranker.score_and_attribute(X)
         else:
             scores = self.ranker.score(X)
-        top = np.argsort(-scores, kind="stable")[:k]
+        order = np.argsort(-scores, kind="stable")
+        if self._several_locations:
+            _, first = np.unique(self._npi_code[found.rows[order]], return_index=True)
+            order = order[np.sort(first)]
+        top = order[:k]
         t3 = time.perf_counter()
         Xtop = X.iloc[top]
         contrib = attributions[top] if reasons else None
@@ -252,6 +267,10 @@ class Matcher:
                     language=req.language,
                     reason_code=req.reason_code,
                     unknown_plan=found.unknown_plan,
+                    availability_listed=bool(self._slots_listed[spec_row]),
+                    referral_history=int(self._referral_n[spec_row]),
+                    visit_history=int(self._visit_n[spec_row]),
+                    networks_listed=self._networks_listed,
                 )
                 text = explain(
                     dict(zip(self.ranker.features, contrib[rank - 1], strict=True)), cand
@@ -272,3 +291,11 @@ class Matcher:
             "scoring": (t3 - t2) * 1e3,
             "reasons": (t4 - t3) * 1e3,
         }
+
+
+def _event_counts(events: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
+    """Outcome events per specialist row (aligned with `ids`)."""
+    if events.empty:
+        return np.zeros(len(ids), dtype=np.int64)
+    counts = events["specialist_id"].astype(str).value_counts()
+    return counts.reindex(ids, fill_value=0).to_numpy(dtype=np.int64)

@@ -49,6 +49,10 @@ RATING_PRIOR, RATING_STRENGTH = 4.0, 10.0
 COMPLETION_PRIOR, RATE_STRENGTH = 0.7, 20.0
 NO_SHOW_PRIOR = 0.2
 LOAD_WINDOW_DAYS = 28
+# A specialist with no slots at all in the directory (an imported directory without schedules)
+# gets this wait: about the median wait to a new-patient opening in the simulated world, so the
+# ranker neither rewards nor punishes a schedule nobody published. The reasons say so.
+UNLISTED_WAIT_DAYS = 14.0
 _MINUTE_SHIFT = np.int64(1) << np.int64(36)
 
 
@@ -261,7 +265,9 @@ def pair_features(ctx: RankingContext, pairs: pd.DataFrame) -> pd.DataFrame:
     cols["focus_match"] = ((cat >= 0) & ctx.treats[rows, np.maximum(cat, 0)]).astype(float)
     cols["in_network"] = (known_plan & ctx.in_network[p, rows]).astype(float)
     cols["accepts_plan"] = (known_plan & ctx.accepts[p, rows]).astype(float)
-    wait = ctx.availability.days_until_free_by_code(arr.availability_code[rows], when)
+    codes = arr.availability_code[rows]
+    wait = ctx.availability.days_until_free_by_code(codes, when)
+    wait[codes < 0] = UNLISTED_WAIT_DAYS  # no schedule in the directory: neutral, not "none free"
     cols["next_available_days"] = wait
     cols["load_ratio"] = ctx.bookings.load_ratio(rows, when)
     cols["rating_shrunk"] = ctx.rating_shrunk[rows]

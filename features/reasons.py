@@ -30,6 +30,10 @@ LANGUAGE_NAMES: Final = {
     "fr": "French",
     "tl": "Tagalog",
 }
+# What the reasons say where the directory does not list a fact (a neutral value was used).
+UNLISTED_AVAILABILITY: Final = "availability not listed in the directory: ask the practice"
+UNLISTED_NETWORKS: Final = "the directory lists no networks: network status unknown"
+NO_HISTORY: Final = "no referral history here yet"
 # Features that share one sentence are reported once (the rating sentence covers both).
 SAME_SENTENCE: Final = {"review_count": "rating_shrunk", "urgency_x_wait": "next_available_days"}
 
@@ -53,6 +57,11 @@ class Candidate:
     no_show_rate: float
     reason_code: str
     unknown_plan: bool = False
+    # Directory facts a source may lack (directory imports: docs/fhir.md, "Neutral values").
+    availability_listed: bool = True  # False: the directory has no slots for this specialist
+    referral_history: int = -1  # referral outcomes known here (-1: not counted)
+    visit_history: int = -1  # visit outcomes known here (-1: not counted)
+    networks_listed: bool = True  # False: the directory lists no plans or networks at all
 
 
 def _days(days: float) -> str:
@@ -70,7 +79,7 @@ def sentence(feature: str, c: Candidate) -> str | None:
     if feature == "distance_km":
         return f"{c.distance_km:.1f} km away"
     if feature == "next_available_days":
-        return _days(c.next_available_days)
+        return _days(c.next_available_days) if c.availability_listed else UNLISTED_AVAILABILITY
     if feature == "focus_match":
         return f"treats {label.label}" if c.focus_match and label else None
     if feature in ("in_network", "accepts_plan"):
@@ -90,8 +99,12 @@ def sentence(feature: str, c: Candidate) -> str | None:
     if feature == "same_system":
         return "in the referring practice's health system" if c.same_system else None
     if feature == "specialist_completion_rate":
+        if c.referral_history == 0:
+            return NO_HISTORY
         return f"{c.completion_rate:.0%} of referrals here are completed"
     if feature == "specialist_no_show_rate":
+        if c.visit_history == 0:
+            return NO_HISTORY
         return f"patients keep {1 - c.no_show_rate:.0%} of their visits here"
     return None
 
@@ -111,13 +124,17 @@ def explain(contributions: Mapping[str, float], c: Candidate, limit: int = 4) ->
         if text and text not in out:
             out.append(text)
     cautions = []
-    if c.unknown_plan:
+    if not c.networks_listed:
+        cautions.append(UNLISTED_NETWORKS)
+    elif c.unknown_plan:
         cautions.append("plan not recognised: network status unknown")
     elif not c.in_network and not c.accepts_plan:
         cautions.append("does not take the patient's plan")
     elif not c.in_network:
         cautions.append("out of the patient's network")
-    if c.next_available_days >= NO_SLOT_DAYS:
+    if not c.availability_listed:
+        cautions.append(UNLISTED_AVAILABILITY)
+    elif c.next_available_days >= NO_SLOT_DAYS:
         cautions.append(_days(c.next_available_days))
     return out + [x for x in cautions if x not in out]
 
