@@ -401,6 +401,108 @@ def _text(description: str, example: str, media: str = "text/plain") -> dict[str
     }
 
 
+FHIR_SERVICE_REQUEST_EXAMPLE: Final[dict[str, Any]] = {
+    "resourceType": "ServiceRequest",
+    "id": "referral-4711",
+    "status": "active",
+    "intent": "order",
+    "priority": "urgent",
+    "contained": [
+        {
+            "resourceType": "Patient",
+            "id": "pt",
+            "birthDate": "1958",
+            "gender": "female",
+            "communication": [
+                {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en"}]}},
+                {
+                    "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "es-MX"}]},
+                    "preferred": True,
+                },
+            ],
+            "address": [
+                {
+                    "postalCode": "60601",
+                    "extension": [
+                        {
+                            "url": "http://hl7.org/fhir/StructureDefinition/geolocation",
+                            "extension": [
+                                {"url": "latitude", "valueDecimal": 41.8781},
+                                {"url": "longitude", "valueDecimal": -87.6298},
+                            ],
+                        }
+                    ],
+                }
+            ],
+        },
+        {
+            "resourceType": "Coverage",
+            "id": "cov",
+            "status": "active",
+            "beneficiary": {"reference": "#pt"},
+            "payor": [{"display": "Payer B"}],
+            "class": [
+                {
+                    "type": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/coverage-class",
+                                "code": "plan",
+                            }
+                        ]
+                    },
+                    "value": "PLN-B-PPO",
+                }
+            ],
+        },
+    ],
+    "subject": {"reference": "#pt"},
+    "insurance": [{"reference": "#cov"}],
+    "performerType": {
+        "coding": [{"system": "http://nucc.org/provider-taxonomy", "code": "207RC0000X"}]
+    },
+    "reasonCode": [
+        {"coding": [{"system": "http://snomed.info/sct", "code": "84114007"}]},
+        {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I50.9"}]},
+    ],
+    "extension": [
+        {
+            "url": "http://referral-ml.org/fhir/StructureDefinition/referral-type",
+            "valueCode": "second_opinion",
+        },
+        {
+            "url": "http://referral-ml.org/fhir/StructureDefinition/max-distance-km",
+            "valueDecimal": 30,
+        },
+    ],
+}
+FHIR_REQUEST_DESCRIPTION: Final = (
+    "Or a FHIR R4 ServiceRequest (or a Bundle holding one ServiceRequest with its Patient and "
+    "Coverage), as `application/fhir+json` or `application/json`: specialty from performerType "
+    "(NUCC), reason from reasonCode (ICD-10-CM), urgency from priority, the patient contained "
+    "or referenced (`Patient/<id>` is read from the store), the plan from the Coverage. The "
+    "answer is the same ranked list; an error names the FHIR element. Mapping: docs/fhir.md."
+)
+
+
+def _with_fhir_body(op: dict[str, Any]) -> dict[str, Any]:
+    """/recommend also takes a FHIR ServiceRequest: document it as a second media type."""
+    op.pop("x-fhir", None)
+    op["description"] += "\n\n" + FHIR_REQUEST_DESCRIPTION
+    op["requestBody"]["content"]["application/fhir+json"] = {
+        "schema": {
+            "type": "object",
+            "description": "A FHIR R4 ServiceRequest or Bundle (validated with R4B models).",
+            "required": ["resourceType"],
+            "properties": {
+                "resourceType": {"type": "string", "enum": ["ServiceRequest", "Bundle"]}
+            },
+        },
+        "example": FHIR_SERVICE_REQUEST_EXAMPLE,
+    }
+    return op
+
+
 def _paths() -> dict[str, Any]:
     ui = {Role.REFERRAL_UI, Role.ADMIN}
     outreach = {Role.OUTREACH, Role.ADMIN}
@@ -420,23 +522,25 @@ def _paths() -> dict[str, Any]:
     }
     return {
         "/recommend": {
-            "post": _operation(
-                "Rank specialists for a referral",
-                "Candidates are the in-network specialists of the needed specialty who accept "
-                "new patients, within an urgency radius that widens when too few are found "
-                "(preferences are hard filters). The champion ranker orders them; each comes "
-                "with reasons a coordinator can read. No candidate left is a 200 with an empty "
-                "list and `empty_reason` naming the filter that removed the last ones. An "
-                "unknown plan is a warning (no network claims are made), not an error.",
-                ui,
-                _json(
-                    RecommendResponse,
-                    None,
-                    "Ranked specialists (possibly none, with the reason)",
-                    {"ranked": RECOMMEND_EXAMPLE, "empty": EMPTY_RECOMMEND_EXAMPLE},
-                ),
-                request=RecommendRequest,
-                request_examples={"urgent cardiology": recommend, "nobody that close": empty},
+            "post": _with_fhir_body(
+                _operation(
+                    "Rank specialists for a referral",
+                    "Candidates are the in-network specialists of the needed specialty who accept "
+                    "new patients, within an urgency radius that widens when too few are found "
+                    "(preferences are hard filters). The champion ranker orders them; each comes "
+                    "with reasons a coordinator can read. No candidate left is a 200 with an empty "
+                    "list and `empty_reason` naming the filter that removed the last ones. An "
+                    "unknown plan is a warning (no network claims are made), not an error.",
+                    ui,
+                    _json(
+                        RecommendResponse,
+                        None,
+                        "Ranked specialists (possibly none, with the reason)",
+                        {"ranked": RECOMMEND_EXAMPLE, "empty": EMPTY_RECOMMEND_EXAMPLE},
+                    ),
+                    request=RecommendRequest,
+                    request_examples={"urgent cardiology": recommend, "nobody that close": empty},
+                )
             )
         },
         "/no_show_risk": {

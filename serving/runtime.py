@@ -382,6 +382,15 @@ class Runtime:
             positions=state.positions,
         )
 
+    def recommend_body_from_fhir(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A FHIR ServiceRequest (or a Bundle holding one) as a /recommend body; a referenced
+        Patient is read from the store. Raises features.fhir_inbound.FhirInputError."""
+        from features.fhir_inbound import recommend_from_service_request
+
+        return recommend_from_service_request(
+            resource, patient_lookup=self.store.patient, as_of=self.clock()
+        )
+
     def no_show_risk(self, req: NoShowRiskRequest, request_id: str) -> NoShowRiskResponse:
         """Calibrated no-show risk, tier, top factors and action per appointment; the history
         of patients with an id comes from the store (outcomes recorded so far)."""

@@ -55,6 +55,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -174,13 +175,15 @@ def handle(
     with_key: bool = False,
     require_ready: bool = True,
     success: int = 200,
+    adapt: Callable[[dict[str, Any]], Any] | None = None,
 ) -> Outcome:
     """Authenticate, authorise, validate, run and audit one request (framework-free).
 
     `body` is the parsed JSON (or INVALID_JSON: a 422 after the key and role checks). `run` is
     called as ``run(req, request_id)``, with ``caller=`` (key id and role) too when `with_key`; a RequestError it
     raises becomes its status with ``{"error": message}``. `require_ready=False` runs it even
-    when not ready (a reload)."""
+    when not ready (a reload). `adapt` turns a FHIR resource body (one with a ``resourceType``)
+    into the endpoint's own body first; its FhirInputError is a 422 naming the FHIR element."""
     request_id = uuid.uuid4().hex
     out_headers = {REQUEST_ID_HEADER: request_id}
     key_id: str | None = None
@@ -222,6 +225,15 @@ def handle(
         return done(413, {"error": _too_large_message()})
     if body is INVALID_JSON:
         return done(422, {"errors": INVALID_JSON_ERRORS})
+    if adapt is not None and isinstance(body, dict) and "resourceType" in body:
+        try:
+            body = adapt(body)
+        except NotReadyError:
+            return done(503, {"error": "the service is not ready"})
+        except ValueError as exc:  # features.fhir_inbound.FhirInputError
+            field = str(getattr(exc, "field", "body"))
+            problem = str(getattr(exc, "message", "") or exc)
+            return done(422, {"errors": [{"field": field, "problem": problem}]})
     if model is not None:
         try:
             req = model.model_validate(body)
@@ -313,13 +325,22 @@ class Endpoint:
     with_key: bool = False
     require_ready: bool = True
     success: int = 200
+    adapt: str | None = None  # a Runtime method turning a FHIR resource into this body
 
     def run(self, runtime: Runtime) -> Callable[..., BaseModel]:
         return cast(Callable[..., BaseModel], getattr(runtime, self.action))
 
 
 ENDPOINTS: Final = (
-    Endpoint("POST", "/recommend", RECOMMEND_ROLES, RecommendRequest, "recommend", "json"),
+    Endpoint(
+        "POST",
+        "/recommend",
+        RECOMMEND_ROLES,
+        RecommendRequest,
+        "recommend",
+        "json",
+        adapt="recommend_body_from_fhir",
+    ),
     Endpoint("POST", "/no_show_risk", NO_SHOW_ROLES, NoShowRiskRequest, "no_show_risk", "json"),
     Endpoint("POST", "/outreach/worklist", OUTREACH_ROLES, WorklistRequest, "worklist", "json"),
     Endpoint(
@@ -381,6 +402,7 @@ def dispatch(runtime: Runtime, endpoint: Endpoint, headers: Any, body: Any) -> O
         with_key=endpoint.with_key,
         require_ready=endpoint.require_ready,
         success=endpoint.success,
+        adapt=getattr(runtime, endpoint.adapt) if endpoint.adapt else None,
     )
 
 
@@ -566,7 +588,7 @@ class GatewayMiddleware:
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        await self.app(_as_json(scope) if endpoint is not None else scope, replay, send)
 
     @staticmethod
     async def _reject(
@@ -587,6 +609,16 @@ class GatewayMiddleware:
             status_code=413 if too_large else 422,
         )
         await response(scope, receive, send)
+
+
+def _as_json(scope: Scope) -> Scope:
+    """`scope` with a FHIR JSON content type (``application/fhir+json``) read as plain JSON, so
+    that BentoML parses a FHIR resource posted to /recommend like any JSON body."""
+    headers = scope.get("headers") or []
+    if not any(k == b"content-type" and v.startswith(b"application/fhir+json") for k, v in headers):
+        return scope
+    fixed = [(k, b"application/json" if k == b"content-type" else v) for k, v in headers]
+    return {**scope, "headers": fixed}
 
 
 async def _read_bounded(headers: Headers, receive: Receive, limit: int) -> bytes | object | None:
@@ -657,6 +689,16 @@ def service_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return config
 
 
+def _warm_fhir() -> None:
+    """FHIR ServiceRequests on /recommend: load their models off the request path."""
+    try:
+        from features.fhir_inbound import warm
+
+        warm()
+    except Exception as exc:  # the first FHIR request pays instead
+        log.warning("FHIR models not preloaded (%s)", type(exc).__name__)
+
+
 cancel_request_timers()  # BentoML 1.4 leaks a 60 s timer per request: see serving.bentoml_patches
 
 # The BentoML configuration of the service, read when this module is imported (a worker starts);
@@ -675,6 +717,7 @@ class ReferralService:
         if not self.runtime.load():
             log.error("not ready: %s", self.runtime.not_ready_reason)
         self.runtime.follow_reloads()  # /admin/reload reaches one worker; the others follow
+        threading.Thread(target=_warm_fhir, name="fhir-warm", daemon=True).start()
         _instance = self
 
     def __is_ready__(self) -> bool:

@@ -446,6 +446,11 @@ class Store:
             if missing:
                 raise ValueError(f"{path.name}: missing columns {missing}")
             frames[name] = pd.read_parquet(path, columns=wanted)  # race/ethnicity never read
+        return self.load_frames(frames, replace=replace)
+
+    def load_frames(self, frames: dict[str, pd.DataFrame], replace: bool = True) -> dict[str, int]:
+        """Load contract tables (columns as in the Parquet files) in one transaction; returns rows
+        loaded per table. `replace` empties every contract table first, as `load_dataset` does."""
         t0 = time.perf_counter()
         counts: dict[str, int] = {}
         with self.engine.begin() as conn:
@@ -453,6 +458,7 @@ class Store:
                 for name in reversed(DATA_MODELS):
                     conn.execute(delete(_table(DATA_MODELS[name])))
             for name, df in frames.items():
+                df = df.drop(columns=[c for c in AUDIT_ONLY_COLUMNS if c in df.columns])
                 table = _table(DATA_MODELS[name])
                 values = [_python_values(df[c.name], _kind(c)) for c in table.columns]
                 _insert(conn, table, values)
@@ -483,6 +489,20 @@ class Store:
                 rows = conn.execute(select(*cols).order_by(*table.primary_key.columns)).all()
                 out[name] = _frame(rows, cols)
         return out
+
+    def patient(self, patient_id: str) -> dict[str, Any] | None:
+        """One stored patient's matching fields (no race/ethnicity: never stored), or None."""
+        cols = [
+            Patient.birth_year,
+            Patient.sex,
+            Patient.preferred_language,
+            Patient.latitude,
+            Patient.longitude,
+            Patient.insurance_plan_id,
+        ]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*cols).where(Patient.patient_id == patient_id)).first()
+        return None if row is None else dict(row._mapping)
 
     def upcoming_appointments(
         self,

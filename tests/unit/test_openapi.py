@@ -119,9 +119,9 @@ def test_the_example_files_are_the_documents_examples() -> None:
     documented = []
     for item in openapi_document()["paths"].values():
         for op in item.values():
-            media = op.get("requestBody", {}).get("content", {}).get("application/json", {})
-            documented += [e["value"] for e in media.get("examples", {}).values()]
-            documented += [media["example"]] if "example" in media else []
+            for media in op.get("requestBody", {}).get("content", {}).values():
+                documented += [e["value"] for e in media.get("examples", {}).values()]
+                documented += [media["example"]] if "example" in media else []
     files = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.json"))
     assert len(files) >= 7
     for path in files:

@@ -156,3 +156,152 @@ def test_tier_thresholds_can_be_set_at_serving_time(
     )
     assert not broken.load()
     assert "tier thresholds" in (broken.not_ready_reason or "")
+
+
+def _fhir_referral(body: dict[str, Any], *, contained: bool) -> dict[str, Any]:
+    """The FHIR ServiceRequest saying what the /recommend body `body` says."""
+    ref, p = body["referral"], body["referral"]["patient"]
+    patient = {
+        "resourceType": "Patient",
+        "id": "pt",
+        "birthDate": str(2025 - int(p["age"])),  # the small world's clock is in 2025
+        "gender": {"F": "female", "M": "male"}[p["sex"]],
+        "communication": [
+            {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": p["language"]}]}}
+        ],
+        "address": [
+            {
+                "extension": [
+                    {
+                        "url": "http://hl7.org/fhir/StructureDefinition/geolocation",
+                        "extension": [
+                            {"url": "latitude", "valueDecimal": p["latitude"]},
+                            {"url": "longitude", "valueDecimal": p["longitude"]},
+                        ],
+                    }
+                ]
+            }
+        ],
+    }
+    coverage = {
+        "resourceType": "Coverage",
+        "id": "cov",
+        "status": "active",
+        "beneficiary": {"reference": "#pt"},
+        "payor": [{"display": "payer"}],
+        "class": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/coverage-class",
+                            "code": "plan",
+                        }
+                    ]
+                },
+                "value": p["insurance_plan_id"],
+            }
+        ],
+    }
+    request: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "priority": "routine",
+        "performerType": {
+            "coding": [{"system": "http://nucc.org/provider-taxonomy", "code": ref["specialty"]}]
+        },
+        "reasonCode": [
+            {
+                "coding": [
+                    {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": ref["reason_code"]}
+                ]
+            }
+        ],
+    }
+    if contained:
+        request |= {
+            "contained": [patient, coverage],
+            "subject": {"reference": "#pt"},
+            "insurance": [{"reference": "#cov"}],
+        }
+    else:
+        request["subject"] = {"reference": f"Patient/{p['patient_id']}"}
+    return request
+
+
+def test_a_fhir_service_request_gets_the_same_ranked_list_as_its_json_body(
+    runtime: Runtime, keys: dict[Role, dict[str, str]]
+) -> None:
+    recommend = _endpoint("POST", "/recommend")
+    body = _referral(runtime.store)
+    body.pop("k")
+    body["referral"]["patient"].pop("patient_id")
+    plain = dispatch(runtime, recommend, keys[Role.REFERRAL_UI], body)
+    fhir = dispatch(
+        runtime, recommend, keys[Role.REFERRAL_UI], _fhir_referral(body, contained=True)
+    )
+    assert plain.status == fhir.status == 200
+    ids = [s["specialist_id"] for s in plain.body["specialists"]]
+    assert ids and [s["specialist_id"] for s in fhir.body["specialists"]] == ids
+    assert [s["reasons"] for s in fhir.body["specialists"]] == [
+        s["reasons"] for s in plain.body["specialists"]
+    ]
+
+
+def test_a_fhir_service_request_can_reference_a_stored_patient(
+    runtime: Runtime, keys: dict[Role, dict[str, str]]
+) -> None:
+    recommend = _endpoint("POST", "/recommend")
+    stored = runtime.store.read_tables(["patients"])["patients"].iloc[3]
+    body = _referral(runtime.store)
+    body["referral"]["patient"] |= {
+        "patient_id": str(stored["patient_id"]),
+        "latitude": float(stored["latitude"]),
+        "longitude": float(stored["longitude"]),
+        "insurance_plan_id": str(stored["insurance_plan_id"]),
+        "sex": str(stored["sex"]),
+        "language": str(stored["preferred_language"]),
+        "age": 2025 - int(stored["birth_year"]),
+    }
+    body.pop("k")
+    fhir = dispatch(
+        runtime, recommend, keys[Role.REFERRAL_UI], _fhir_referral(body, contained=False)
+    )
+    plain = dispatch(runtime, recommend, keys[Role.REFERRAL_UI], body)
+    assert fhir.status == 200, fhir.body
+    assert [s["specialist_id"] for s in fhir.body["specialists"]] == [
+        s["specialist_id"] for s in plain.body["specialists"]
+    ]
+    # the audit row hashes the referenced patient's id, as for a JSON body
+    with runtime.store.engine.connect() as conn:
+        hashed = conn.execute(
+            text("SELECT patient_hash FROM audit WHERE request_id = :r"),
+            {"r": fhir.body["request_id"]},
+        ).scalar_one()
+    assert hashed and str(stored["patient_id"]) not in str(hashed)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda r: r.pop("performerType"), "ServiceRequest.performerType"),
+        (
+            lambda r: r.update(subject={"reference": "Patient/PT-NOT-STORED"}),
+            "ServiceRequest.subject",
+        ),
+        (lambda r: r.update(priority="whenever"), "ServiceRequest.priority"),
+        (lambda r: r["contained"][0].update(gender="unknown"), "Patient.gender"),
+    ],
+    ids=["no specialty", "unknown patient", "bad priority", "bad gender"],
+)
+def test_a_bad_fhir_service_request_is_a_422_naming_the_element(
+    runtime: Runtime, keys: dict[Role, dict[str, str]], change: Any, field: str
+) -> None:
+    body = _referral(runtime.store)
+    request = _fhir_referral(body, contained=True)
+    change(request)
+    out = dispatch(runtime, _endpoint("POST", "/recommend"), keys[Role.REFERRAL_UI], request)
+    assert out.status == 422, out.body
+    assert out.body["errors"][0]["field"].startswith(field), out.body
+    assert _audit_status(runtime, out.body["request_id"]) == 422
