@@ -129,6 +129,7 @@ class Match:
     features: dict[str, float]
     reasons: list[str]
     out_of_network: bool
+    availability_listed: bool = True  # False: the directory has no schedule for them
 
 
 @dataclass
@@ -283,6 +284,7 @@ class Matcher:
                     features=values,
                     reasons=text,
                     out_of_network=bool(found.out_of_network[i]),
+                    availability_listed=bool(self._slots_listed[spec_row]),
                 )
             )
         t4 = time.perf_counter()

@@ -263,8 +263,11 @@ def pair_features(ctx: RankingContext, pairs: pd.DataFrame) -> pd.DataFrame:
         arr.longitude[rows],
     )
     cols["focus_match"] = ((cat >= 0) & ctx.treats[rows, np.maximum(cat, 0)]).astype(float)
-    cols["in_network"] = (known_plan & ctx.in_network[p, rows]).astype(float)
-    cols["accepts_plan"] = (known_plan & ctx.accepts[p, rows]).astype(float)
+    if len(ctx.plan_index):
+        cols["in_network"] = (known_plan & ctx.in_network[p, rows]).astype(float)
+        cols["accepts_plan"] = (known_plan & ctx.accepts[p, rows]).astype(float)
+    else:  # a directory without plans (e.g. imported from the CMS file): no network claim
+        cols["in_network"] = cols["accepts_plan"] = np.zeros(len(rows))
     codes = arr.availability_code[rows]
     wait = ctx.availability.days_until_free_by_code(codes, when)
     wait[codes < 0] = UNLISTED_WAIT_DAYS  # no schedule in the directory: neutral, not "none free"

@@ -465,6 +465,7 @@ class SpecialistOut(_Model):
     reasons: list[str]
     latitude: float | None = None  # the practice's position (public directory data)
     longitude: float | None = None
+    availability_listed: bool = True  # False: the directory publishes no schedule for them
 
 
 class RecommendResponse(_Model):
@@ -550,7 +551,7 @@ def match_response(
         name, code = directory[m.specialist_id]
         f = m.features
         days = float(f.get("next_available_days", NO_SLOT_DAYS))
-        known_slot = days < NO_SLOT_DAYS
+        known_slot = days < NO_SLOT_DAYS and m.availability_listed
         where = positions.get(m.specialist_id) if positions is not None else None
         out.append(
             SpecialistOut(
@@ -568,6 +569,7 @@ def match_response(
                 reasons=list(m.reasons),
                 latitude=where[0] if where else None,
                 longitude=where[1] if where else None,
+                availability_listed=m.availability_listed,
             )
         )
     notes = list(warnings)
