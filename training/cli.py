@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -164,6 +165,13 @@ def train_no_show_cmd(
         Path | None,
         typer.Option("--rejected-out", help="Where to write rejected rows of --appointments."),
     ] = None,
+    fhir_appointments: Annotated[
+        Path | None,
+        typer.Option(
+            "--fhir-appointments",
+            help="FHIR R4 Appointment ndjson replacing the --data folder's appointments.",
+        ),
+    ] = None,
 ) -> None:
     """Train the calibrated no-show model, evaluate it against baselines, register a version."""
     import pandas as pd
@@ -175,7 +183,14 @@ def train_no_show_cmd(
     except ValueError:
         raise _fail(f"--test-from: '{test_from}' is not a date (YYYY-MM-DD)") from None
     try:
-        dataset = load_no_show_data(data, appointments, mapping, rejected_out, say=typer.echo)
+        dataset = load_no_show_data(
+            data,
+            appointments,
+            mapping,
+            rejected_out,
+            say=typer.echo,
+            fhir_appointments=fhir_appointments,
+        )
         outcome = train_and_register(
             dataset,
             test_from=start,
@@ -400,6 +415,124 @@ def store_load(
         raise _fail(str(exc)) from None
     typer.echo(
         ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f"  ({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+class DirectorySource(StrEnum):
+    fhir = "fhir"
+    cms = "cms"
+
+
+@app.command("import-directory")
+def import_directory(
+    source: Annotated[
+        DirectorySource,
+        typer.Argument(help="fhir: FHIR R4 Plan-Net resources; cms: the CMS clinicians file."),
+    ],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A Bundle/resource .json, an .ndjson, a folder of them, or the CSV."),
+    ],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", envvar="REFERRAL_ML_STORE", help="Load into this store (SQLAlchemy URL)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write a dataset folder (Parquet + report).")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the import report JSON here.")
+    ] = None,
+) -> None:
+    """Import specialists into the directory: counts imported and skipped (and why), every
+    problem with its line or resource. Loading into a store replaces its data tables (keys,
+    contacts and the audit trail are kept); fields the source lacks get neutral values."""
+    import json
+
+    from features.validation import validate_tables
+
+    if db is None and out is None:
+        raise _fail("give --db URL and/or --out DIR: where should the directory go?")
+    if not path.exists():
+        raise _fail(f"{path}: no such file or folder")
+    t0 = time.perf_counter()
+    try:
+        if source is DirectorySource.cms:
+            from features.cms import import_cms
+
+            result = import_cms(path)
+        else:
+            from features.fhir_directory import import_fhir
+
+            result = import_fhir(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"{path}: {exc}") from None
+    seconds = time.perf_counter() - t0
+    summary = result.report()
+    skipped = ", ".join(f"{k} {v:,}" for k, v in summary["skipped"].items()) or "none"
+    typer.echo(
+        f"read {result.read:,} {'rows' if source is DirectorySource.cms else 'resources'}; "
+        f"imported {result.imported:,} specialists ({seconds:.1f} s); skipped: {skipped}"
+    )
+    typer.echo("tables: " + ", ".join(f"{k} {v:,}" for k, v in result.counts.items()))
+    if result.missing:
+        typer.echo("not in the source (neutral values used): " + ", ".join(result.missing))
+    for problem in result.problems[:10]:
+        typer.echo(f"  {problem}")
+    if len(result.problems) > 10:
+        typer.echo(f"  ... {len(result.problems) - 10:,} more in the report")
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(summary, indent=2, default=str))
+    if result.imported == 0:
+        raise _fail(f"{path}: no specialist could be imported")
+    checked = validate_tables(result.dataset())
+    if not checked.ok:
+        typer.echo("\n".join(checked.lines()[:20]), err=True)
+        raise _fail("the imported directory breaks the data contract (a bug: please report it)")
+    if out is not None:
+        result.write_dataset(out)
+        typer.echo(f"dataset written to {out}")
+    if db is not None:
+        store = _open_store(db)
+        counts = store.load_frames(result.dataset(), replace=True)
+        typer.echo(
+            f"loaded into the store: specialists {counts['specialists']:,}, "
+            f"organizations {counts['organizations']:,}, plans {counts['plans']:,}"
+        )
+
+
+@app.command("export-fhir")
+def export_fhir_cmd(
+    directory: Annotated[Path, typer.Argument(help="A dataset folder (generated or yours).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write ndjson/ and bundles/.")],
+    bundle_size: Annotated[
+        int, typer.Option("--bundle-size", min=1, help="Entries per Bundle file.")
+    ] = 5000,
+    no_validate: Annotated[
+        bool, typer.Option("--no-validate", help="Skip validating each resource (faster).")
+    ] = False,
+) -> None:
+    """Write a dataset as FHIR R4 resources: bulk ndjson per type and collection Bundles."""
+    from features.fhir_export import export_fhir
+    from features.validation import load_dataset
+
+    if not directory.is_dir():
+        raise _fail(f"{directory}: not a dataset folder")
+    try:
+        tables = load_dataset(directory)
+        summary = export_fhir(
+            tables, out, validate=not no_validate, bundle_size=bundle_size, source=directory
+        )
+    except (ValueError, KeyError, OSError) as exc:
+        raise _fail(f"{directory}: {exc}") from None
+    typer.echo(
+        ", ".join(f"{k} {v:,}" for k, v in summary.counts.items() if v)
+        + f"\n{summary.total:,} resources ({summary.validated:,} validated with the R4B models), "
+        f"{summary.bytes_written / 1e6:.0f} MB in {summary.seconds:.1f} s: "
+        f"{out / 'ndjson'} (bulk ndjson), {out / 'bundles'} (Bundles), {summary.manifest}"
     )
 
 
