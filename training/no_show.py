@@ -69,9 +69,17 @@ class NoShowTraining:
     windows: dict[str, str]
 
 
-def load_world(directory: Path) -> NoShowData:
-    """Flat rows and (when present) the true probabilities of a generated or contract dataset."""
-    tables = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES}
+def load_world(directory: Path, appointments: pd.DataFrame | None = None) -> NoShowData:
+    """Flat rows and (when present) the true probabilities of a generated or contract dataset.
+    `appointments` replaces the folder's appointments table (e.g. read from FHIR Appointment
+    ndjson by `features.fhir_inbound`)."""
+    tables = {
+        name: pd.read_parquet(directory / f"{name}.parquet")
+        for name in TABLES
+        if not (name == "appointments" and appointments is not None)
+    }
+    if appointments is not None:
+        tables["appointments"] = appointments
     flat = flatten_world(tables)
     truth_path = directory / "truth" / "appointments.parquet"
     truth = None

@@ -38,10 +38,21 @@ def load_no_show_data(
     mapping: Path | None,
     rejected_out: Path | None,
     say: Any = print,
+    fhir_appointments: Path | None = None,
 ) -> NoShowData:
-    """A generated/contract dataset folder, or a data scientist's own appointments file."""
+    """A generated/contract dataset folder, or a data scientist's own appointments file.
+    `fhir_appointments` (with `data_dir`): the appointments come from FHIR Appointment ndjson
+    instead of the folder's appointments table; unreadable resources are reported by line (and
+    written to `rejected_out`, default `<file>.rejected.txt`), the rest are used."""
     if (data_dir is None) == (appointments is None):
         raise ValueError("give exactly one of --data DIR or --appointments FILE")
+    if fhir_appointments is not None:
+        if data_dir is None:
+            raise ValueError("--fhir-appointments needs --data DIR (patients, specialists, ...)")
+        frame = _read_fhir_appointments(data_dir, fhir_appointments, rejected_out, say)
+        data = load_world(data_dir, appointments=frame)
+        data.source = f"{data.source} with FHIR appointments {fhir_appointments.name}"
+        return data
     if data_dir is not None:
         if not (data_dir / "appointments.parquet").exists():
             raise ValueError(
@@ -61,6 +72,38 @@ def load_no_show_data(
         extra_numeric=own.extra_numeric,
         extra_categorical=own.extra_categorical,
     )
+
+
+def _read_fhir_appointments(
+    data_dir: Path, path: Path, rejected_out: Path | None, say: Any
+) -> pd.DataFrame:
+    """FHIR Appointment ndjson as the contract's appointments table; resources that cannot be
+    read, or that name a patient or specialist the dataset lacks, are reported by line."""
+    from features.fhir_inbound import read_appointments_ndjson
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--fhir-appointments {path}: no such file")
+    frame, problems = read_appointments_ndjson(path)
+    messages = [str(p) for p in problems]
+    for table, column in (("patients", "patient_id"), ("specialists", "specialist_id")):
+        known = set(pd.read_parquet(data_dir / f"{table}.parquet", columns=[column])[column])
+        unknown = ~frame[column].isin(known)
+        messages += [
+            f"Appointment/{a}: {column} is not in {table}.parquet"
+            for a in frame.loc[unknown, "appointment_id"]
+        ]
+        frame = frame[~unknown]
+    if messages:
+        out = rejected_out or path.with_name(path.stem + ".rejected.txt")
+        out.write_text("\n".join(messages) + "\n")
+        shown = "\n".join(f"  {m}" for m in messages[:10])
+        say(
+            f"{len(messages)} FHIR Appointment resource(s) not used; all listed in {out}:\n" + shown
+        )
+    if frame.empty:
+        raise ValueError(f"--fhir-appointments {path}: no usable Appointment resources")
+    say(f"{len(frame):,} appointments read from {path.name}")
+    return frame.reset_index(drop=True)
 
 
 def metrics_document(training: NoShowTraining, version: str, run_id: str) -> dict[str, Any]:
