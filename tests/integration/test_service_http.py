@@ -241,3 +241,23 @@ def test_metrics_count_empty_recommendations_by_filter(server: Server) -> None:
     )
     assert float(line.rsplit(" ", 1)[1]) >= 1
     assert str(server.tables["patients"].iloc[0]["patient_id"]) not in metrics
+
+
+@pytest.mark.parametrize("content_type", ["application/fhir+json", "application/json"])
+def test_recommend_takes_a_fhir_service_request(server: Server, content_type: str) -> None:
+    from tests.unit.test_service_inprocess import _fhir_referral
+
+    body = _referral(server)
+    body.pop("k")
+    body["referral"]["patient"].pop("patient_id")
+    key = server.keys[Role.REFERRAL_UI]
+    status, _, plain = call(server, "/recommend", body, key)
+    assert status == 200, plain
+    request = _fhir_referral(body, contained=True)
+    status, _, fhir = call(server, "/recommend", request, key, content_type=content_type)
+    assert status == 200, fhir
+    ids = [s["specialist_id"] for s in json.loads(plain)["specialists"]]
+    assert ids and [s["specialist_id"] for s in json.loads(fhir)["specialists"]] == ids
+    request["performerType"]["coding"][0]["code"] = "not-a-code"
+    status, _, bad = call(server, "/recommend", request, key, content_type=content_type)
+    assert status == 422 and json.loads(bad)["errors"][0]["field"] == "ServiceRequest.performerType"
