@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from features import contract, zipgeo
-from features.directory_import import NEUTRAL, DirectoryImport, column_dtype
+from features.directory_import import NEUTRAL, DirectoryImport, frame
 from features.dtypes import npi_mask
 
 SOURCE: Final = "cms"
@@ -369,21 +369,6 @@ def _merge_duplicates(result: DirectoryImport, kept: pd.DataFrame) -> pd.DataFra
 # ---------------------------------------------------------------------------------------------
 
 
-def _table(name: str, columns: dict[str, object], index: pd.Index) -> pd.DataFrame:
-    """A contract table from columns, in contract order with the generator's dtypes.
-
-    Like ``directory_import.frame`` (same dtypes via ``column_dtype``), but column-wise: building
-    row dicts for a national file would cost more than the whole import."""
-    df = pd.DataFrame(columns, index=index).reindex(columns=list(contract.TABLES[name]))
-    for c in df.columns:
-        dtype = column_dtype(c)
-        if dtype == "str":
-            df[c] = df[c].astype("str").where(df[c].notna(), None)
-        else:
-            df[c] = df[c].astype(dtype)
-    return df.reset_index(drop=True)
-
-
 def _organization_ids(rows: pd.DataFrame, location_number: pd.Series) -> pd.Series:
     """PAC<org_pac_id>-<n> per (group, address); NPI<npi>-<n> for an individual practice."""
     group = rows["org_pac_id"].ne("")
@@ -417,7 +402,7 @@ def _organizations(rows: pd.DataFrame) -> pd.DataFrame:
         "latitude": first["latitude"],
         "longitude": first["longitude"],
     }
-    return _table("organizations", columns, first.index)
+    return frame("organizations", columns, first.index)
 
 
 def _specialists(rows: pd.DataFrame) -> pd.DataFrame:
@@ -432,7 +417,7 @@ def _specialists(rows: pd.DataFrame) -> pd.DataFrame:
         "longitude": rows["longitude"],
         **NEUTRAL,
     }
-    return _table("specialists", columns, rows.index)
+    return frame("specialists", columns, rows.index)
 
 
 def _record_repairs(result: DirectoryImport, rows: pd.DataFrame) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -156,15 +157,21 @@ def empty_table(name: str) -> pd.DataFrame:
     )
 
 
-def frame(name: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """A contract table from row dicts (missing keys are null), with the generator's dtypes."""
-    if not rows:
+def frame(
+    name: str,
+    data: list[dict[str, Any]] | Mapping[str, Any],
+    index: pd.Index | None = None,
+) -> pd.DataFrame:
+    """A contract table from row dicts or from columns (missing ones are null), in contract
+    order with the generator's dtypes. Columns are the fast way for a large file: building row
+    dicts for a national file would cost more than the whole import."""
+    if isinstance(data, list) and not data:
         return empty_table(name)
-    df = pd.DataFrame(rows).reindex(columns=list(contract.TABLES[name]))
+    df = pd.DataFrame(data, index=index).reindex(columns=list(contract.TABLES[name]))
     for c in df.columns:
         dtype = column_dtype(c)
         if dtype == "str":
             df[c] = df[c].astype("str").where(df[c].notna(), None)
         else:
             df[c] = df[c].astype(dtype)
-    return df
+    return df.reset_index(drop=True)
