@@ -115,13 +115,11 @@ URGENCY_OF_PRIORITY: Final[dict[str, str]] = {
     "stat": "stat",
 }
 SEX_OF_GENDER: Final[dict[str, str]] = {"female": "F", "male": "M"}
-STORED_PATIENT_KEYS: Final = (
-    "birth_year",
-    "sex",
-    "preferred_language",
-    "latitude",
-    "longitude",
-    "insurance_plan_id",
+# What `patient_lookup` returns: the patients table without its id and audit-only columns.
+STORED_PATIENT_KEYS: Final = tuple(
+    c
+    for c in contract.TABLES["patients"]
+    if c != "patient_id" and c not in contract.AUDIT_ONLY_COLUMNS
 )
 
 # [base/]Type/id[/_history/version], the FHIR literal reference grammar (ids: 1-64 of A-Za-z0-9-.).
