@@ -98,17 +98,14 @@ from typing import Any, Final, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
-from features import codes, contract, zipgeo
+from features import codes, contract, fhir_codes, zipgeo
 from features.directory_import import NEUTRAL, DirectoryImport, Problem, frame
+from features.fhir_codes import BCP47_SYSTEM, NPI_SYSTEM, NUCC_SYSTEM
 
-NPI_SYSTEM: Final = "http://hl7.org/fhir/sid/us-npi"
-NUCC_SYSTEM: Final = "http://nucc.org/provider-taxonomy"
-ICD10_SYSTEM: Final = "http://hl7.org/fhir/sid/icd-10-cm"
-BCP47_SYSTEM: Final = "urn:ietf:bcp:47"
-PLAN_NET: Final = "http://hl7.org/fhir/us/davinci-pdex-plan-net/"
-EXT_NEWPATIENTS: Final = PLAN_NET + "StructureDefinition/newpatients"
-EXT_NETWORK: Final = PLAN_NET + "StructureDefinition/network-reference"
-REFERRAL_ML: Final = "http://referral-ml.org/fhir/StructureDefinition/"
+ICD10_SYSTEM: Final = fhir_codes.ICD10_CM_SYSTEM
+EXT_NEWPATIENTS: Final = fhir_codes.NEWPATIENTS_URL
+EXT_NETWORK: Final = fhir_codes.NETWORK_REFERENCE_URL
+REFERRAL_ML: Final = fhir_codes.EXTENSION_BASE
 EXT_ACCEPTED_PLAN: Final = REFERRAL_ML + "accepted-plan"
 EXT_FOCUS: Final = REFERRAL_ML + "focus-condition"
 EXT_RATING: Final = REFERRAL_ML + "rating"

@@ -52,33 +52,34 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from features import codes, contract, zipgeo
+from features import codes, contract, fhir_codes, zipgeo
+from features.fhir_codes import (
+    ACCEPTING_PATIENTS_CS,
+    BASE_URL,
+    GEOLOCATION_URL,
+    ICD10_CM_SYSTEM,
+    NETWORK_REFERENCE_URL,
+    NEWPATIENTS_URL,
+    NPI_SYSTEM,
+    NUCC_SYSTEM,
+    ORG_TYPE_CS,
+    PATIENT_ID_SYSTEM,
+)
 
 Resource = dict[str, Any]
 Tables = Mapping[str, pd.DataFrame]
 
 FHIR_VERSION: Final = "4.3.0"
 FHIR_VERSION_NOTE: Final = "4.3.0 (R4B models; R4 structure)"
-BASE_URL: Final = "http://referral-ml.org/fhir"
-EXT: Final = f"{BASE_URL}/StructureDefinition/"
-PLAN_NET: Final = "http://hl7.org/fhir/us/davinci-pdex-plan-net"
-NEWPATIENTS_URL: Final = f"{PLAN_NET}/StructureDefinition/newpatients"
-NETWORK_REFERENCE_URL: Final = f"{PLAN_NET}/StructureDefinition/network-reference"
-ACCEPTING_PATIENTS_CS: Final = f"{PLAN_NET}/CodeSystem/AcceptingPatientsCS"
-ORG_TYPE_CS: Final = f"{PLAN_NET}/CodeSystem/OrgTypeCS"
-GEOLOCATION_URL: Final = "http://hl7.org/fhir/StructureDefinition/geolocation"
-NPI_SYSTEM: Final = "http://hl7.org/fhir/sid/us-npi"
-NUCC_SYSTEM: Final = "http://nucc.org/provider-taxonomy"
-ICD10_CM_SYSTEM: Final = "http://hl7.org/fhir/sid/icd-10-cm"
-BCP47: Final = "urn:ietf:bcp:47"
-SNOMED: Final = "http://snomed.info/sct"
-APPOINTMENT_TYPE_CS: Final = "http://terminology.hl7.org/CodeSystem/v2-0276"
-COVERAGE_CLASS_CS: Final = "http://terminology.hl7.org/CodeSystem/coverage-class"
+EXT: Final = fhir_codes.EXTENSION_BASE
+BCP47: Final = fhir_codes.BCP47_SYSTEM
+SNOMED: Final = fhir_codes.SNOMED_SYSTEM
+APPOINTMENT_TYPE_CS: Final = fhir_codes.V2_0276_SYSTEM
+COVERAGE_CLASS_CS: Final = fhir_codes.COVERAGE_CLASS_SYSTEM
 # referral-ml's own code systems (docs/fhir.md: urn:referral-ml:<name>).
 ORGANIZATION_TYPE_CS: Final = "urn:referral-ml:organization-type"  # health_system
 PLAN_TYPE_CS: Final = "urn:referral-ml:plan-type"  # contract.PLAN_TYPES
 PAYER_TYPE_CS: Final = "urn:referral-ml:payer-type"  # contract.PAYER_TYPES
-PATIENT_ID_SYSTEM: Final = "urn:referral-ml:patient-id"  # as features.fhir_inbound reads it
 
 # Output order: referenced resources first.
 RESOURCE_TYPES: Final = (

@@ -67,22 +67,24 @@ from typing import Any, Final
 
 import pandas as pd
 
-from features import codes, contract, zipgeo
+from features import codes, contract, fhir_codes, zipgeo
 from features.directory_import import Problem, frame
+from features.fhir_codes import (
+    BCP47_SYSTEM,
+    COVERAGE_CLASS_SYSTEM,
+    GEOLOCATION_URL,
+    ICD10_CM_SYSTEM,
+    NPI_SYSTEM,
+    NUCC_SYSTEM,
+    PATIENT_ID_SYSTEM,
+    V2_0276_SYSTEM,
+)
 
 # --------------------------------------------------------------------------- systems, extensions
 
-EXT_BASE: Final = "http://referral-ml.org/fhir/StructureDefinition/"
-NUCC_SYSTEM: Final = "http://nucc.org/provider-taxonomy"
-ICD10_CM_SYSTEM: Final = "http://hl7.org/fhir/sid/icd-10-cm"
-NPI_SYSTEM: Final = "http://hl7.org/fhir/sid/us-npi"
-BCP47_SYSTEM: Final = "urn:ietf:bcp:47"
-V2_0276_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v2-0276"
-COVERAGE_CLASS_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/coverage-class"
-GEOLOCATION_URL: Final = "http://hl7.org/fhir/StructureDefinition/geolocation"
-# A Patient identifier with this system holds referral-ml's own patient_id: the only identifier
-# of a contained Patient trusted as the patient's id (continuity of care).
-PATIENT_ID_SYSTEM: Final = "urn:referral-ml:patient-id"
+EXT_BASE: Final = fhir_codes.EXTENSION_BASE
+# A Patient identifier with system fhir_codes.PATIENT_ID_SYSTEM holds referral-ml's own
+# patient_id: the only identifier of a contained Patient trusted as the patient's id.
 
 # referral-ml extension names (EXT_BASE + name).
 BOOKED_AT: Final = "booked-at"
