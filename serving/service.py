@@ -74,6 +74,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from features.fhir_inbound import FhirInputError
 from serving.bentoml_patches import cancel_request_timers
 from serving.console_api import ModelPlotRequest
 from serving.keys import Caller, Role, verify
@@ -230,10 +231,8 @@ def handle(
             body = adapt(body)
         except NotReadyError:
             return done(503, {"error": "the service is not ready"})
-        except ValueError as exc:  # features.fhir_inbound.FhirInputError
-            field = str(getattr(exc, "field", "body"))
-            problem = str(getattr(exc, "message", "") or exc)
-            return done(422, {"errors": [{"field": field, "problem": problem}]})
+        except FhirInputError as exc:  # names the element, never a value
+            return done(422, {"errors": [{"field": exc.field, "problem": exc.message}]})
     if model is not None:
         try:
             req = model.model_validate(body)
