@@ -39,12 +39,11 @@ import json
 import os
 import re
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Final
@@ -307,24 +306,9 @@ class _Zones:
 
 
 def organization_zone(postal_code: str | None, state: str | None) -> str:
-    """A practice's IANA time zone: its ZIP's, else its state's most common, else UTC."""
-    info = zipgeo.lookup(postal_code)
-    if info is not None and info.timezone:
-        return info.timezone
-    return _state_zones().get((state or "").strip().upper(), UTC_ZONE)
-
-
-@cache
-def _state_zones() -> dict[str, str]:
-    """State -> the time zone most of its ZIPs are in, from the offline ZIP table."""
-    import zipcodes
-
-    counts: dict[str, Counter[str]] = {}
-    for row in zipcodes.list_all():
-        state, zone = row.get("state"), row.get("timezone")
-        if state and zone:
-            counts.setdefault(str(state), Counter())[str(zone)] += 1
-    return {state: c.most_common(1)[0][0] for state, c in counts.items()}
+    """A practice's IANA time zone: its ZIP's (or its ZIP prefix's, or its state's most common,
+    for a ZIP the table lacks: `zipgeo.timezone`), else UTC."""
+    return zipgeo.timezone(postal_code, state) or UTC_ZONE
 
 
 def local_instants(times: pd.Series, zones: Iterable[str]) -> list[str | None]:

@@ -9,6 +9,8 @@ published. Unknown or malformed ZIPs give None.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -86,27 +88,43 @@ def lookup(text: object) -> ZipInfo | None:
     return None if zip5 is None else _lookup(zip5)
 
 
+def _most_common_zones(key_of: Callable[[ZipInfo], str]) -> dict[str, str]:
+    """The most common time zone among the ZIPs sharing each key (e.g. a 3-digit prefix)."""
+    counts: dict[str, Counter[str]] = {}
+    for info in _table().values():
+        if info.timezone:
+            counts.setdefault(key_of(info), Counter())[info.timezone] += 1
+    return {key: c.most_common(1)[0][0] for key, c in counts.items()}
+
+
 @lru_cache(maxsize=1)
-def _zip3_timezones() -> dict[str, str]:
-    """The most common time zone per 3-digit ZIP prefix (a prefix lies in one area)."""
-    from collections import Counter
-
-    import zipcodes
-
-    by_prefix: dict[str, Counter[str]] = {}
-    for row in zipcodes.list_all():
-        tz = row.get("timezone")
-        if tz:
-            by_prefix.setdefault(str(row["zip_code"])[:3], Counter())[str(tz)] += 1
-    return {prefix: counts.most_common(1)[0][0] for prefix, counts in by_prefix.items()}
+def _prefix_zones() -> dict[str, str]:
+    return _most_common_zones(lambda info: info.zip5[:3])
 
 
-def timezone(text: object) -> str | None:
-    """The IANA time zone of a ZIP; for a ZIP the table lacks, that of its 3-digit prefix."""
+@lru_cache(maxsize=1)
+def _prefix_state_zones() -> dict[str, str]:
+    return _most_common_zones(lambda info: f"{info.zip5[:3]} {info.state}")
+
+
+@lru_cache(maxsize=1)
+def _state_zones() -> dict[str, str]:
+    return _most_common_zones(lambda info: info.state)
+
+
+def timezone(text: object, state: str | None = None) -> str | None:
+    """The IANA time zone of a ZIP. For a ZIP the table lacks: that of its 3-digit prefix (a
+    prefix lies in one area) when the prefix is in `state` (or no state is given), else the most
+    common one of `state`; None when nothing fits."""
     zip5 = normalise(text)
-    if zip5 is None:
-        return None
-    info = _lookup(zip5)
-    if info is not None and info.timezone:
-        return info.timezone
-    return _zip3_timezones().get(zip5[:3])
+    st = (state or "").strip().upper()
+    if zip5 is not None:
+        info = _lookup(zip5)
+        if info is not None and info.timezone:
+            return info.timezone
+        by_prefix = _prefix_state_zones().get(f"{zip5[:3]} {st}") if st else None
+        if by_prefix is None and not st:
+            by_prefix = _prefix_zones().get(zip5[:3])
+        if by_prefix is not None:
+            return by_prefix
+    return _state_zones().get(st)

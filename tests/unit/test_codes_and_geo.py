@@ -76,3 +76,22 @@ def test_approx_distance_is_close_inside_a_metro() -> None:
     exact = haversine_km(41.88, -87.63, lat, lon)
     rough = approx_km(41.88, -87.63, lat, lon)
     assert np.max(np.abs(rough - exact) / np.maximum(exact, 1e-9)) < 0.005
+
+
+def test_zip_lookups_and_time_zones_offline() -> None:
+    from features import zipgeo
+
+    exact = zipgeo.lookup("02139")
+    assert exact is not None and exact.state == "MA" and exact.timezone == "America/New_York"
+    for spelling in ("02139-1234", "021391234", "2139", "2139.0"):
+        assert zipgeo.lookup(spelling) == exact, spelling
+    assert zipgeo.lookup("99999") is None and zipgeo.lookup("abcde") is None
+    # A ZIP the table lacks takes its prefix's zone when the prefix is in its state: El Paso's
+    # 799xx is on Mountain time although most of Texas is Central.
+    assert zipgeo.lookup("79900") is None
+    assert zipgeo.timezone("79900", "TX") == "America/Denver"
+    assert zipgeo.timezone("79900") == "America/Denver"
+    # A prefix from another state does not decide: then the state's most common zone.
+    assert zipgeo.timezone("99999", "AZ") == "America/Phoenix"
+    assert zipgeo.timezone(None, "TX") == "America/Chicago"
+    assert zipgeo.timezone(None) is None
