@@ -239,6 +239,37 @@ def _codes(values: pd.Series, mapping: dict[str, int], transform: Any = None) ->
     return table[codes]  # code -1 (missing) picks the trailing -1
 
 
+def _code(value: Any, mapping: dict[str, int], transform: Any = None) -> int:
+    """`_codes` for one value (every pair of a request shares it)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return -1
+    return mapping.get(transform(value) if transform else value, -1)
+
+
+def _category(code: Any) -> str:
+    return str(code)[:3]
+
+
+@dataclass
+class _PairInputs:
+    """The referral side of pairs as codes: per-pair arrays, or scalars a request shares."""
+
+    rows: np.ndarray  # specialist rows in ctx.specialists
+    when: np.ndarray  # datetime64 per pair
+    latitude: np.ndarray | float
+    longitude: np.ndarray | float
+    plan: np.ndarray | int
+    category: np.ndarray | int
+    language: np.ndarray | int
+    sex: np.ndarray | int
+    referring: np.ndarray | int | None  # None: not given
+    urgency: np.ndarray | int
+    patient_ids: list[str] | None  # None: not given
+
+
+_COLUMN: Final = {name: j for j, name in enumerate(PAIR_FEATURES)}
+
+
 def pair_features(ctx: RankingContext, pairs: pd.DataFrame) -> pd.DataFrame:
     """Features for (referral, candidate) pairs.
 
@@ -246,82 +277,133 @@ def pair_features(ctx: RankingContext, pairs: pd.DataFrame) -> pd.DataFrame:
     latitude, longitude (patient), insurance_plan_id, reason_code, urgency, language, sex,
     patient_id (optional), referring_system (optional health-system id of the referring practice).
     """
-    rows = pairs["specialist_row"].to_numpy(dtype=np.int64)
     arr = ctx.arrays
-    as_of = pd.to_datetime(pairs["as_of"])
-    when = as_of.to_numpy()
-    plan = _codes(pairs["insurance_plan_id"], ctx.plan_index)
-    known_plan = plan >= 0
-    p = np.maximum(plan, 0)
-    cat = _codes(pairs["reason_code"], ctx.category_index, lambda code: str(code)[:3])
-    lang = _codes(pairs["language"], _LANGUAGE_INDEX)
-    cols: dict[str, np.ndarray] = {}
-    cols["distance_km"] = haversine_km(
-        pairs["latitude"].to_numpy(dtype=float),
-        pairs["longitude"].to_numpy(dtype=float),
-        arr.latitude[rows],
-        arr.longitude[rows],
+    inputs = _PairInputs(
+        rows=pairs["specialist_row"].to_numpy(dtype=np.int64),
+        when=pd.to_datetime(pairs["as_of"]).to_numpy(),
+        latitude=pairs["latitude"].to_numpy(dtype=float),
+        longitude=pairs["longitude"].to_numpy(dtype=float),
+        plan=_codes(pairs["insurance_plan_id"], ctx.plan_index),
+        category=_codes(pairs["reason_code"], ctx.category_index, _category),
+        language=_codes(pairs["language"], _LANGUAGE_INDEX),
+        sex=_codes(pairs["sex"], arr.sex_index),
+        referring=_codes(pairs["referring_system"].fillna(""), arr.system_index)
+        if "referring_system" in pairs
+        else None,
+        urgency=_codes(pairs["urgency"], URGENCY_LEVEL),
+        patient_ids=pairs["patient_id"].astype(str).tolist() if "patient_id" in pairs else None,
     )
-    cols["focus_match"] = ((cat >= 0) & ctx.treats[rows, np.maximum(cat, 0)]).astype(float)
+    matrix = _pair_matrix(ctx, inputs)
+    return pd.DataFrame(matrix, index=pairs.index, columns=list(PAIR_FEATURES))
+
+
+def request_pair_features(
+    ctx: RankingContext,
+    rows: np.ndarray,
+    *,
+    as_of: pd.Timestamp,
+    latitude: float,
+    longitude: float,
+    insurance_plan_id: str | None,
+    reason_code: str,
+    urgency: str,
+    language: str | None,
+    sex: str | None,
+    patient_id: str | None = None,
+    referring_system: str | None = None,
+) -> np.ndarray:
+    """`pair_features` of one referral against candidate `rows`, as a (rows, PAIR_FEATURES)
+    float matrix: the serving path. The referral's fields are coded once, not per pair, and no
+    DataFrame is built; the numbers are the same (tests check)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    arr = ctx.arrays
+    inputs = _PairInputs(
+        rows=rows,
+        when=np.full(len(rows), np.datetime64(as_of, "s")),
+        latitude=float(latitude),
+        longitude=float(longitude),
+        plan=_code(insurance_plan_id, ctx.plan_index),
+        category=_code(reason_code, ctx.category_index, _category),
+        language=_code(language, _LANGUAGE_INDEX),
+        sex=_code(sex, arr.sex_index),
+        referring=_code(referring_system or "", arr.system_index),
+        urgency=_code(urgency, URGENCY_LEVEL),
+        patient_ids=[patient_id or ""] * len(rows),
+    )
+    return _pair_matrix(ctx, inputs)
+
+
+def _pair_matrix(ctx: RankingContext, p: _PairInputs) -> np.ndarray:
+    """The pair features, columns in PAIR_FEATURES order; referral-side inputs broadcast."""
+    rows, when = p.rows, p.when
+    n = len(rows)
+    arr = ctx.arrays
+    out = np.zeros((n, len(PAIR_FEATURES)))
+
+    def put(name: str, values: Any) -> None:
+        out[:, _COLUMN[name]] = values
+
+    known_plan = np.asarray(p.plan) >= 0
+    plan = np.maximum(p.plan, 0)
+    cat = np.asarray(p.category)
+    lang = np.asarray(p.language)
+    lat = np.broadcast_to(np.asarray(p.latitude, dtype=float), (n,))
+    lon = np.broadcast_to(np.asarray(p.longitude, dtype=float), (n,))
+    put("distance_km", haversine_km(lat, lon, arr.latitude[rows], arr.longitude[rows]))
+    put("focus_match", (cat >= 0) & ctx.treats[rows, np.maximum(cat, 0)])
     if len(ctx.plan_index):
-        cols["in_network"] = (known_plan & ctx.in_network[p, rows]).astype(float)
-        cols["accepts_plan"] = (known_plan & ctx.accepts[p, rows]).astype(float)
-    else:  # a directory without plans (e.g. imported from the CMS file): no network claim
-        cols["in_network"] = cols["accepts_plan"] = np.zeros(len(rows))
+        put("in_network", known_plan & ctx.in_network[plan, rows])
+        put("accepts_plan", known_plan & ctx.accepts[plan, rows])
+    # else: a directory without plans (e.g. imported from the CMS file): no network claim (0)
     codes = arr.availability_code[rows]
     wait = ctx.availability.days_until_free_by_code(codes, when)
     wait[codes < 0] = UNLISTED_WAIT_DAYS  # no schedule in the directory: neutral, not "none free"
-    cols["next_available_days"] = wait
-    cols["load_ratio"] = ctx.bookings.load_ratio(rows, when)
-    cols["rating_shrunk"] = ctx.rating_shrunk[rows]
-    cols["review_count"] = arr.review_count[rows]
+    put("next_available_days", wait)
+    put("load_ratio", ctx.bookings.load_ratio(rows, when))
+    put("rating_shrunk", ctx.rating_shrunk[rows])
+    put("review_count", arr.review_count[rows])
     non_english = lang != _LANGUAGE_INDEX["en"]
-    cols["language_match"] = (
-        non_english & (lang >= 0) & ctx.speaks[rows, np.maximum(lang, 0)]
-    ).astype(float)
-    sex = _codes(pairs["sex"], arr.sex_index)
-    cols["sex_match"] = (arr.sex_code[rows] == sex).astype(float)
-    if _after_all_events(ctx, as_of):
-        cols["specialist_completion_rate"] = ctx.completion_now[rows]
-        cols["specialist_no_show_rate"] = ctx.no_show_now[rows]
-        cols["continuity"] = np.zeros(len(rows))
-        if "patient_id" in pairs and ctx.continuity_now:
+    put("language_match", non_english & (lang >= 0) & ctx.speaks[rows, np.maximum(lang, 0)])
+    put("sex_match", arr.sex_code[rows] == p.sex)
+    if _after_all_events(ctx, when):
+        put("specialist_completion_rate", ctx.completion_now[rows])
+        put("specialist_no_show_rate", ctx.no_show_now[rows])
+        if p.patient_ids is not None and ctx.continuity_now:
             spec_ids = arr.specialist_id[rows]
-            patients = pairs["patient_id"].astype(str).tolist()
-            cols["continuity"] = np.array(
-                [(a, b) in ctx.continuity_now for a, b in zip(patients, spec_ids, strict=True)],
-                dtype=float,
+            put(
+                "continuity",
+                [
+                    (a, b) in ctx.continuity_now
+                    for a, b in zip(p.patient_ids, spec_ids, strict=True)
+                ],
             )
     else:
-        keyed = pairs.assign(specialist_id=arr.specialist_id[rows], _as_of=when)
-        cols["specialist_completion_rate"] = _rate(
-            ctx.referral_events, keyed, COMPLETION_PRIOR, success=True
+        keyed = pd.DataFrame({"specialist_id": arr.specialist_id[rows], "_as_of": when})
+        if p.patient_ids is not None:
+            keyed["patient_id"] = p.patient_ids
+        put(
+            "specialist_completion_rate",
+            _rate(ctx.referral_events, keyed, COMPLETION_PRIOR, success=True),
         )
-        cols["specialist_no_show_rate"] = _rate(
-            ctx.visit_events, keyed, NO_SHOW_PRIOR, success=False
-        )
-        cols["continuity"] = _continuity(ctx.visit_events, keyed)
-    if "referring_system" in pairs:
-        referring = _codes(pairs["referring_system"].fillna(""), arr.system_index)
-        cols["same_system"] = ((arr.system_code[rows] == referring) & (referring >= 0)).astype(
-            float
-        )
-    else:
-        cols["same_system"] = np.zeros(len(rows))
-    level = _codes(pairs["urgency"], URGENCY_LEVEL).astype(float)
-    level[level < 0] = 0.0
-    cols["urgency_level"] = level
-    cols["urgency_x_wait"] = level * wait
-    return pd.DataFrame(cols, index=pairs.index, columns=list(PAIR_FEATURES))
+        put("specialist_no_show_rate", _rate(ctx.visit_events, keyed, NO_SHOW_PRIOR, success=False))
+        put("continuity", _continuity(ctx.visit_events, keyed))
+    if p.referring is not None:
+        referring = np.asarray(p.referring)
+        put("same_system", (arr.system_code[rows] == referring) & (referring >= 0))
+    level = np.broadcast_to(np.maximum(np.asarray(p.urgency, dtype=float), 0.0), (n,))
+    put("urgency_level", level)
+    put("urgency_x_wait", level * wait)
+    return out
 
 
-def _after_all_events(ctx: RankingContext, as_of: pd.Series) -> bool:
+def _after_all_events(ctx: RankingContext, when: np.ndarray) -> bool:
     """Whether every row's time is after the latest recorded outcome (the serving case)."""
-    if len(as_of) == 0:
+    when = when[~np.isnat(when)]
+    if len(when) == 0:
         return False
     if np.isnat(ctx.events_until):
         return True
-    return bool(np.asarray(as_of.min(), dtype="datetime64[s]") > ctx.events_until)
+    return bool(np.asarray(when.min(), dtype="datetime64[s]") > ctx.events_until)
 
 
 def _rate_totals(
