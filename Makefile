@@ -18,7 +18,7 @@ SEED ?= 7
 PG_INITDB := $(wildcard /usr/lib/postgresql/*/bin/initdb)
 CHROMIUM := $(wildcard /usr/bin/chromium)
 
-.PHONY: setup postgres-deps browser-deps demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench clean help
+.PHONY: setup postgres-deps browser-deps demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench bento clean help
 
 help:
 	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker; serve both on 127.0.0.1:$(PORT) (a rerun reuses all that; REBUILD=1 redoes it)"
@@ -186,6 +186,13 @@ bench: setup
 	test -d data/world-medium || $(RUN) referral-ml generate --size medium --seed 7 --out data/world-medium --quiet
 	$(RUN) python benchmarks/bench_ranker.py --data data/world-medium
 	$(RUN) python benchmarks/bench_service.py --data data/world-medium
+
+# The service as a Bento (needs the models exported: `make demo` or `referral-ml export`).
+# `bentoml containerize referral_ml:latest` then builds an OCI image where a Docker engine runs.
+bento: setup
+	@mkdir -p build
+	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --quiet -o build/requirements.txt
+	$(RUN) bentoml build -f bentofile.yaml .
 
 clean:
 	rm -rf .venv .uv data mlruns mlflow.db referral.db demo-keys.env .pytest_cache .ruff_cache .mypy_cache

@@ -71,33 +71,39 @@ def referral_service(
     root: Path,
     *,
     store_url: str,
-    ranker: Path,
-    no_show: Path,
+    ranker: Path | None,
+    no_show: Path | None,
     as_of: str,
     extra_env: dict[str, str] | None = None,
     wait_ready: bool = True,
+    target: str = "serving.service:ReferralService",
+    bentoml_home: Path | None = None,
+    cwd: Path = REPO,
 ) -> Iterator[str]:
-    """`bentoml serve serving.service:ReferralService` on a free local port, with these store,
-    bundles and clock (and no other REFERRAL_ML_/BENTOML_ settings but `extra_env`); yields its
-    base URL once /readyz answers 200 (with `wait_ready=False`: once /livez does) and stops it
+    """`bentoml serve <target>` (default: the service from the source tree) on a free local
+    port, with these store, bundles (None: the newest in the BentoML store at `bentoml_home`)
+    and clock, and no other REFERRAL_ML_/BENTOML_ settings but `extra_env`; yields its base URL
+    once /readyz answers 200 (with `wait_ready=False`: once /livez does) and stops it
     afterwards. Logs go to `root`; a failed start fails the test with their tails."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFERRAL_ML_", "BENTOML_"))}
     env.update(
         REFERRAL_ML_STORE=store_url,
-        REFERRAL_ML_RANKER_DIR=str(ranker),
-        REFERRAL_ML_NO_SHOW_DIR=str(no_show),
         REFERRAL_ML_NOW=str(as_of),
-        BENTOML_HOME=str(root / "bentoml"),
+        BENTOML_HOME=str(bentoml_home or root / "bentoml"),
         BENTOML_DO_NOT_TRACK="True",
         OMP_WAIT_POLICY="PASSIVE",
     )
+    if ranker is not None:
+        env["REFERRAL_ML_RANKER_DIR"] = str(ranker)
+    if no_show is not None:
+        env["REFERRAL_ML_NO_SHOW_DIR"] = str(no_show)
     env.update(extra_env or {})
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [
         str(BENTOML_EXE),
         "serve",
-        "serving.service:ReferralService",
+        target,
         "--host",
         "127.0.0.1",
         "--port",
@@ -106,7 +112,7 @@ def referral_service(
     stderr = root / "stderr.log"
     with (root / "stdout.log").open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True
+            cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True
         )
     try:
         deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
