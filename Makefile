@@ -24,7 +24,7 @@ help:
 	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker; serve both on 127.0.0.1:$(PORT) (a rerun reuses all that; REBUILD=1 redoes it)"
 	@echo "make test   - set up and run the whole test suite (what CI runs; installs PostgreSQL and Chromium as root)"
 	@echo "make lint   - ruff lint + format check, mypy"
-	@echo "make bench  - generator speed and memory per size; no-show training at ~1M appointments and scoring; ranker training and latency"
+	@echo "make bench  - every benchmark against its anchor (generator, training, ranking, compiled trees, HTTP, service memory): benchmarks/results/<date>.json and .md"
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -179,13 +179,11 @@ format: setup
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+# Every benchmark, one after another, each against its anchor in the same run: writes
+# benchmarks/results/<date>.json and <date>.md (the README's table). Generates the large and
+# medium worlds first when they are missing. About 30 minutes on 2 cores.
 bench: setup
-	$(RUN) python benchmarks/bench_generate.py
-	test -d data/world-large || $(RUN) referral-ml generate --size large --out data/world-large --quiet
-	$(RUN) python benchmarks/bench_no_show.py --data data/world-large
-	test -d data/world-medium || $(RUN) referral-ml generate --size medium --seed 7 --out data/world-medium --quiet
-	$(RUN) python benchmarks/bench_ranker.py --data data/world-medium
-	$(RUN) python benchmarks/bench_service.py --data data/world-medium
+	$(RUN) python benchmarks/run_all.py
 
 # The service as a Bento (needs the models exported: `make demo` or `referral-ml export`).
 # `bentoml containerize referral_ml:latest` then builds an OCI image where a Docker engine runs.

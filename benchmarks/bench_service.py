@@ -96,11 +96,12 @@ FLOOR_TARGET: Final = "benchmarks.floor_service:FloorService"
 START_TIMEOUT_S: Final = 180.0
 HINT: Final = "run `make demo && referral-ml export` first"
 
-RECOMMEND_P50_MS: Final = 10.0
-RECOMMEND_RPS_4: Final = 150.0
+RECOMMEND_P50_MS: Final = 5.0  # issue #8 (#5 asked 10 ms)
+RECOMMEND_RPS_4: Final = 300.0  # issue #8 (#5 asked 150 req/s)
 RECOMMEND_P99_4_MS: Final = 60.0
 NO_SHOW_MS: Final = 100.0
 NO_SHOW_APPOINTMENTS: Final = 1_000
+CLIENTS: Final = (1, 4, 16)
 STRING_FIELDS: Final = frozenset(
     {"appointment_id", "patient_id", "sex", "language", "payer_type", "specialty"}
     | {"specialist_id", "organization_id", "urgency", "referral_type", "visit_kind"}
@@ -262,10 +263,13 @@ def in_process(
 # --------------------------------------------------------------------------- servers
 
 
+COLD_STARTS: dict[str, float] = {}  # target -> seconds from spawn to the first /readyz 200
+
+
 @contextlib.contextmanager
 def bentoml_serve(target: str, env_extra: dict[str, str], logs: Path) -> Iterator[str]:
     """`bentoml serve <target>` on a free 127.0.0.1 port; yields its base URL once /readyz is
-    200, stops its process group afterwards."""
+    200 (the time that took is kept in COLD_STARTS), stops its process group afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFERRAL_ML_", "BENTOML_"))}
     env.update(BENTOML_DO_NOT_TRACK="True", OMP_WAIT_POLICY="PASSIVE", **env_extra)
     port = free_port()
@@ -277,14 +281,16 @@ def bentoml_serve(target: str, env_extra: dict[str, str], logs: Path) -> Iterato
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+    started = time.monotonic()
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = started + START_TIMEOUT_S
         while http_status(f"{base}/readyz") != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(
                     f"error: {target} did not become ready on {base}; log:\n{tail(out_log)}"
                 )
-            time.sleep(0.3)
+            time.sleep(0.05)
+        COLD_STARTS[target] = time.monotonic() - started
         yield base
     finally:
         stop(proc)
@@ -297,8 +303,20 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     http = out["http"]
     rec1, rec4, risk = http["recommend_1"], http["recommend_4"], http["no_show_risk_1"]
     rows = [
-        ("/recommend p50, 1 client", "<= 10 ms", rec1["latency_ms"]["p50"], RECOMMEND_P50_MS, "<="),
-        ("/recommend throughput, 4 clients", ">= 150 req/s", rec4["throughput_rps"], 150.0, ">="),
+        (
+            "/recommend p50, 1 client",
+            f"<= {RECOMMEND_P50_MS:.0f} ms",
+            rec1["latency_ms"]["p50"],
+            RECOMMEND_P50_MS,
+            "<=",
+        ),
+        (
+            "/recommend throughput, 4 clients",
+            f">= {RECOMMEND_RPS_4:.0f} req/s",
+            rec4["throughput_rps"],
+            RECOMMEND_RPS_4,
+            ">=",
+        ),
         ("/recommend p99, 4 clients", "<= 60 ms", rec4["latency_ms"]["p99"], 60.0, "<="),
         (
             f"/no_show_risk p50, {NO_SHOW_APPOINTMENTS:,} appointments",
@@ -451,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         http_out: dict[str, Any] = {}
         # (b) the framework floor, sent the same /recommend bodies
         with bentoml_serve(args.floor, {}, root / "logs") as base:
-            for clients in (1, 4):
+            for clients in CLIENTS:
                 http_out[f"floor_{clients}"] = http(
                     base,
                     "/floor",
@@ -462,6 +480,17 @@ def main(argv: list[str] | None = None) -> int:
                     requests=requests,
                     warmup=warmup,
                 )
+            for clients in CLIENTS:  # and the /no_show_risk body (its JSON is 0.4 MB)
+                http_out[f"floor_risk_{clients}"] = http(
+                    base,
+                    "/floor",
+                    "floor, /no_show_risk body",
+                    [risk_body],
+                    outreach_headers,
+                    clients=clients,
+                    requests=max(risk_requests, clients * 5),
+                    warmup=risk_warmup,
+                )
         # (c) the service
         env = {
             "REFERRAL_ML_STORE": url,
@@ -470,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             "REFERRAL_ML_NOW": as_of.isoformat(sep=" "),
         }
         with bentoml_serve(args.service, env, root / "logs") as base:
-            for clients in (1, 4):
+            for clients in CLIENTS:
                 http_out[f"recommend_{clients}"] = http(
                     base,
                     "/recommend",
@@ -481,18 +510,23 @@ def main(argv: list[str] | None = None) -> int:
                     requests=requests,
                     warmup=warmup,
                 )
-            http_out["no_show_risk_1"] = http(
-                base,
-                "/no_show_risk",
-                f"/no_show_risk ({len(risk_body['appointments']):,})",
-                [risk_body],
-                outreach_headers,
-                clients=1,
-                requests=risk_requests,
-                warmup=risk_warmup,
-            )
+            for clients in CLIENTS:
+                http_out[f"no_show_risk_{clients}"] = http(
+                    base,
+                    "/no_show_risk",
+                    f"/no_show_risk ({len(risk_body['appointments']):,})",
+                    [risk_body],
+                    outreach_headers,
+                    clients=clients,
+                    requests=max(risk_requests, clients * 5),
+                    warmup=risk_warmup,
+                )
         store.dispose()
     out["http"] = http_out
+    out["cold_start_seconds"] = {
+        "floor": COLD_STARTS.get(args.floor),
+        "service": COLD_STARTS.get(args.service),
+    }
     p50 = {k: v["latency_ms"]["p50"] for k, v in http_out.items()}
     inproc = {k: v["latency_ms"]["p50"] for k, v in out["in_process"].items()}
     out["overhead_ms"] = {

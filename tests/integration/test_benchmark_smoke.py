@@ -69,6 +69,8 @@ def _run_ranker_bench(world: Path, out: Path, *extra: str) -> dict[str, object]:
             "2",
             "--requests",
             "20",
+            "--rank-candidates",
+            "100,2000",
             "--out",
             str(out),
             *extra,
@@ -180,3 +182,47 @@ def test_service_benchmark_smoke(small_world: Path, tmp_path: Path) -> None:
     assert len(result["overhead_ms"]) >= 4
     assert [t["pass"] for t in result["targets"]][-1] is True  # no HTTP errors
     assert all(isinstance(t["pass"], bool) for t in result["targets"])
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_one_table_with_anchors(tmp_path: Path) -> None:
+    """`make bench`'s runner on tiny inputs: every step it ran succeeded, and the results file
+    and the Markdown table hold each figure with its same-run anchor and ratio."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run_all.py"),
+            "--quick",
+            "--only",
+            "generate,no_show,ranker",
+            "--results",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"),
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (written,) = tmp_path.glob("*-quick.json")
+    doc = json.loads(written.read_text())
+    assert set(doc["steps"]) == {"generate", "no_show", "ranker"}
+    assert all(step["returncode"] == 0 for step in doc["steps"].values())
+    assert {"cpus", "memory_gb", "python", "platform"} <= set(doc["machine"])
+    areas = {row["area"] for row in doc["rows"]}
+    assert {"generator", "no-show training", "no-show scoring", "ranking in process"} <= areas
+    # (the reasons' extra cost is a difference of two timings: on tiny inputs it can be < 0)
+    anchored = [
+        r for r in doc["rows"] if r["anchor_value"] is not None and "reasons" not in r["figure"]
+    ]
+    assert anchored and all(r["value"] > 0 and r["anchor_value"] > 0 for r in anchored)
+    for r in anchored:
+        if r["ratio"] is not None:
+            assert r["ratio"] == pytest.approx(r["value"] / r["anchor_value"], rel=0.05) or (
+                r["unit"] == "rows/s"  # a throughput row gives the anchor's speed-up
+            )
+    sizes = [r["figure"] for r in doc["rows"] if r["figure"].startswith("rank ")]
+    assert any("20 candidates" in f for f in sizes) and any("100 candidates" in f for f in sizes)
+    table = written.with_suffix(".md").read_text()
+    assert "| area | figure | value | anchor (same run)" in table and "QUICK" in table
