@@ -6,6 +6,10 @@ batch jobs and the service load the same files without MLflow on the request pat
     model.txt           LightGBM LambdaRank model (higher score = better match)
     feature_spec.json   {"kind": "specialist-ranker", "features": [...]} in model column order
     metadata.json       name, version, label design, windows and anything the trainer records
+    trees-*.lleaves.o   optional: the trees compiled for one CPU (`features.compiled`, + .json)
+
+`load(directory, trees=TreeSettings.from_env())` is the serving set-up: compiled trees where
+available (`backend` says which) and a bounded thread count for every model call.
 
 `Matcher` holds one directory snapshot (retrieval index + pair-feature context) and a ranker:
 retrieval (hard filters) -> pair features -> score -> top k -> reasons for the top k only.
@@ -25,8 +29,9 @@ import pandas as pd
 
 from features.attribution import PathAttribution
 from features.codes import npi_of
+from features.compiled import LightGBMScorer, TreeScorer, TreeSettings, scorer_for
 from features.lgb_io import load_booster
-from features.ranking import PAIR_FEATURES, RankingContext, pair_features
+from features.ranking import PAIR_FEATURES, RankingContext, request_pair_features
 from features.reasons import candidate_from, explain
 from features.retrieval import DirectoryIndex, RetrievalRequest, RetrievalResult
 
@@ -41,17 +46,52 @@ class SpecialistRanker:
     features: tuple[str, ...] = PAIR_FEATURES
     metadata: dict[str, Any] = field(default_factory=dict)
     _attribution: PathAttribution | None = field(default=None, init=False, repr=False)
+    _scorer: TreeScorer | None = field(default=None, init=False, repr=False)
+
+    @property
+    def scorer(self) -> TreeScorer:
+        """What computes scores: the serving set-up's (`use_trees`), else plain LightGBM."""
+        if self._scorer is None:
+            self._scorer = LightGBMScorer(self.booster)
+        return self._scorer
+
+    @property
+    def backend(self) -> str:
+        """The active backend: "lleaves" (compiled trees) or "lightgbm"."""
+        return self.scorer.backend
+
+    def use_trees(self, settings: TreeSettings, model_file: Path) -> None:
+        """Score with compiled trees where available (`features.compiled.scorer_for`; LightGBM
+        otherwise, with one log line saying why), and bound every model call's threads.
+        ValueError when `settings.backend` is "lleaves" and they are unavailable."""
+        self._scorer = scorer_for(
+            self.booster, model_file, settings, "specialist ranker", self.features
+        )
+        self._attribution = None
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
         """Ranking scores (only their order within a referral means anything)."""
-        return np.asarray(self.booster.predict(X[list(self.features)]), dtype=float)
+        return self.scorer.raw_score(self._model_input(X))
 
     def score_and_attribute(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Scores and per-feature path attributions (`features.attribution`, columns in
-        `features` order) from one pass over the trees: the serving path."""
+        `features` order) from one pass over the trees: the LightGBM serving path."""
+        return self._attributions().score_and_attribute(self._model_input(X))
+
+    def attribute(self, X: pd.DataFrame) -> np.ndarray:
+        """Per-feature path attributions of some rows (the top k, after compiled scoring)."""
+        return self._attributions()(self._model_input(X))
+
+    def _model_input(self, X: pd.DataFrame) -> pd.DataFrame:
+        # A compiled scorer's encoder picks the model's columns by name: selecting them in
+        # pandas costs more than scoring a few dozen candidates.
+        return X if self.scorer.encoder is not None else X[list(self.features)]
+
+    def _attributions(self) -> PathAttribution:
         if self._attribution is None:
-            self._attribution = PathAttribution(self.booster)
-        return self._attribution.score_and_attribute(X[list(self.features)])
+            scorer = self.scorer
+            self._attribution = PathAttribution(self.booster, scorer.threads, scorer.encoder)
+        return self._attribution
 
     def save(self, directory: Path) -> Path:
         """Write the bundle files into `directory`."""
@@ -63,8 +103,9 @@ class SpecialistRanker:
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> SpecialistRanker:
-        """Read a bundle; a missing, corrupt or foreign file raises ValueError naming it."""
+    def load(cls, directory: Path, trees: TreeSettings | None = None) -> SpecialistRanker:
+        """Read a bundle; a missing, corrupt or foreign file raises ValueError naming it. With
+        `trees` (the serving set-up), scores with compiled trees where available."""
         try:
             spec = json.loads((directory / "feature_spec.json").read_text())
             if spec.get("kind") != SPEC_KIND:
@@ -78,7 +119,10 @@ class SpecialistRanker:
             metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
             raise ValueError(f"cannot load the ranker bundle in {directory}: {exc}") from exc
-        return cls(booster, features, metadata)
+        ranker = cls(booster, features, metadata)
+        if trees is not None:
+            ranker.use_trees(trees, directory / "model.txt")
+        return ranker
 
 
 @dataclass(frozen=True)
@@ -239,20 +283,41 @@ class Matcher:
         if len(found.rows) == 0:
             return [], {}
         t1 = time.perf_counter()
-        X = pair_features(self.ctx, self.candidate_frame(req, found))
+        as_of = req.as_of if req.as_of is not None else (self.now or pd.Timestamp.now())
+        X = pd.DataFrame(  # one float block: no per-column coding (features.ranking)
+            request_pair_features(
+                self.ctx,
+                found.rows,
+                as_of=as_of,
+                latitude=req.latitude,
+                longitude=req.longitude,
+                insurance_plan_id=req.insurance_plan_id,
+                reason_code=req.reason_code,
+                urgency=req.urgency,
+                language=req.language,
+                sex=req.sex,
+                patient_id=req.patient_id,
+                referring_system=req.referring_system,
+            ),
+            columns=list(PAIR_FEATURES),
+        )
         t2 = time.perf_counter()
-        if reasons:
+        attributions = None
+        if reasons and self.ranker.backend == "lightgbm":
+            # LightGBM: one pred_leaf pass gives every row's score and attributions at once.
             scores, attributions = self.ranker.score_and_attribute(X)
-        else:
+        else:  # compiled trees score every row; only the top k are attributed, below
             scores = self.ranker.score(X)
         order = np.argsort(-scores, kind="stable")
         if self._several_locations:
             _, first = np.unique(self._npi_code[found.rows[order]], return_index=True)
             order = order[np.sort(first)]
         top = order[:k]
-        t3 = time.perf_counter()
         Xtop = X.iloc[top]
-        contrib = attributions[top] if reasons else None
+        contrib = None
+        if reasons:
+            contrib = attributions[top] if attributions is not None else self.ranker.attribute(Xtop)
+        t3 = time.perf_counter()
         names = list(X.columns)
         top_values = Xtop.to_numpy(dtype=float)
         matches: list[Match] = []

@@ -7,6 +7,11 @@ same thing without MLflow on the request path:
     calibration.json    Platt scaling of the raw score: p = sigmoid(a * raw + b)
     feature_spec.json   features.no_show.NoShowFeatureSpec
     metadata.json       name, version, tiers and anything else the trainer records
+    trees-*.lleaves.o   optional: the trees compiled for one CPU (`features.compiled`, + .json)
+
+`load(directory)` scores with LightGBM as trained (batch jobs, evaluation); `load(directory,
+trees=TreeSettings.from_env())` is the serving set-up: compiled trees when they are available
+(`backend` says which), and a bounded thread count for every model call.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.attribution import PathAttribution, top_features
+from features.compiled import LightGBMScorer, TreeScorer, TreeSettings, lightgbm_threads, scorer_for
 from features.lgb_io import load_booster
 from features.no_show import NoShowFeatureSpec, build_features
 
@@ -36,6 +42,26 @@ class NoShowPredictor:
     spec: NoShowFeatureSpec
     metadata: dict[str, Any] = field(default_factory=dict)
     _attribution: PathAttribution | None = field(default=None, init=False, repr=False)
+    _scorer: TreeScorer | None = field(default=None, init=False, repr=False)
+
+    @property
+    def scorer(self) -> TreeScorer:
+        """What computes raw scores: the serving set-up's (`use_trees`), else plain LightGBM."""
+        if self._scorer is None:
+            self._scorer = LightGBMScorer(self.booster)
+        return self._scorer
+
+    @property
+    def backend(self) -> str:
+        """The active backend: "lleaves" (compiled trees) or "lightgbm"."""
+        return self.scorer.backend
+
+    def use_trees(self, settings: TreeSettings, model_file: Path) -> None:
+        """Score with compiled trees where available (`features.compiled.scorer_for`; LightGBM
+        otherwise, with one log line saying why), and bound every model call's threads.
+        ValueError when `settings.backend` is "lleaves" and they are unavailable."""
+        self._scorer = scorer_for(self.booster, model_file, settings, "no-show model")
+        self._attribution = None
 
     @property
     def tiers(self) -> dict[str, float]:
@@ -48,8 +74,8 @@ class NoShowPredictor:
         return X
 
     def raw_score(self, X: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated log-odds from the booster."""
-        return np.asarray(self.booster.predict(X, raw_score=True), dtype=float)
+        """Uncalibrated log-odds from the trees (compiled or LightGBM: the same to 1e-6)."""
+        return self.scorer.raw_score(X)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated probabilities from raw scores."""
@@ -71,14 +97,16 @@ class NoShowPredictor:
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to the raw score (TreeSHAP via LightGBM pred_contrib)."""
-        contrib = np.asarray(self.booster.predict(X, pred_contrib=True))
+        threads = lightgbm_threads(self.scorer.threads)
+        contrib = np.asarray(self.booster.predict(X, pred_contrib=True, **threads))
         return pd.DataFrame(contrib[:, :-1], columns=list(X.columns), index=X.index)
 
     def top_factors(self, X: pd.DataFrame, k: int = 3) -> list[list[str]]:
         """The k features that raise each row's risk most (names only, never values), by path
         attribution (`features.attribution`: ~20x faster than TreeSHAP at serving time)."""
         if self._attribution is None:
-            self._attribution = PathAttribution(self.booster)
+            scorer = self.scorer
+            self._attribution = PathAttribution(self.booster, scorer.threads, scorer.encoder)
         contrib = self._attribution(X)
         names = self._attribution.feature_names
         return [[str(n) for n in row] for row in top_features(contrib, names, k)]
@@ -95,8 +123,9 @@ class NoShowPredictor:
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> NoShowPredictor:
-        """Read a bundle; a missing or corrupt file raises ValueError naming it."""
+    def load(cls, directory: Path, trees: TreeSettings | None = None) -> NoShowPredictor:
+        """Read a bundle; a missing or corrupt file raises ValueError naming it. With `trees`
+        (the serving set-up), scores with compiled trees where available (`use_trees`)."""
         try:
             booster = load_booster(directory / "model.txt")
             cal = json.loads((directory / "calibration.json").read_text())
@@ -107,4 +136,7 @@ class NoShowPredictor:
             metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
             raise ValueError(f"cannot load the no-show model bundle in {directory}: {exc}") from exc
-        return cls(booster, (float(cal["a"]), float(cal["b"])), spec, metadata)
+        predictor = cls(booster, (float(cal["a"]), float(cal["b"])), spec, metadata)
+        if trees is not None:
+            predictor.use_trees(trees, directory / "model.txt")
+        return predictor

@@ -276,17 +276,28 @@ class Runtime:
         self._follower.start()
 
     def _build(self) -> RuntimeState:
+        from features.compiled import TreeSettings
         from features.matcher import Matcher, SpecialistRanker
         from features.predictor import NoShowPredictor
 
+        try:  # compiled trees (lleaves) unless REFERRAL_ML_TREES=lightgbm; bounded threads
+            trees = TreeSettings.from_env()
+        except ValueError as exc:
+            raise _LoadError(str(exc)) from None
         try:
-            ranker = SpecialistRanker.load(self.ranker_dir)
+            ranker = SpecialistRanker.load(self.ranker_dir, trees=trees)
         except Exception as exc:
             raise _LoadError(f"ranker bundle in {self.ranker_dir}: {_short(exc)}") from exc
         try:
-            predictor = NoShowPredictor.load(self.no_show_dir)
+            predictor = NoShowPredictor.load(self.no_show_dir, trees=trees)
         except Exception as exc:
             raise _LoadError(f"no-show bundle in {self.no_show_dir}: {_short(exc)}") from exc
+        log.info(
+            "models scored by: ranker %s, no-show %s (%d thread(s) per call)",
+            ranker.backend,
+            predictor.backend,
+            trees.threads,
+        )
         if self.tiers:
             try:
                 predictor.metadata["tiers"] = parse_tiers(self.tiers)
@@ -608,6 +619,12 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    try:  # and hand back what Arrow's allocator kept from loading (0.6 GB a worker at 500k)
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except Exception as exc:  # an allocator without it: memory stays, nothing breaks
+        log.debug("arrow memory not released (%s)", type(exc).__name__)
 
 
 class _LoadError(Exception):

@@ -5,22 +5,31 @@ from MLflow on the request path. Each exported model keeps the bundle files unch
 VERSION file with the registry version, and records the version and run as BentoML labels.
 Beside the bundle, `reports/` holds what the run logged for people to read (the model card, the
 plots, `metrics.json`): the console's models page shows them without the service touching MLflow.
+Each exported model also holds its trees compiled for this machine (`features.compiled`), so the
+service's first load does not compile them; when that fails the bundle is exported without them
+and LightGBM serves it (`REFERRAL_ML_TREES=lightgbm` skips the compile).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from features.compiled import BACKEND_ENV, build_library
 from features.matcher import SpecialistRanker
 from features.predictor import NoShowPredictor
 
+log = logging.getLogger(__name__)
+
 REPORTS_DIR = "reports"  # in an exported model: the run's card, plots and metrics.json
-# Bumped when an export's layout changes, so that a rerun replaces older exports.
-EXPORT_LAYOUT = "2"
+# Bumped when an export's layout changes, so that a rerun replaces older exports
+# (3: the compiled trees beside the bundle).
+EXPORT_LAYOUT = "3"
 
 # registered model name -> (BentoML model name, bundle check)
 EXPORTS = {
@@ -38,6 +47,7 @@ class Exported:
     tag: str
     path: Path
     reused: bool = False  # the newest BentoML model already was this champion
+    compiled_trees: str | None = None  # the compiled library's file name, when it was built
 
 
 def export_champions(
@@ -84,9 +94,24 @@ def export_champions(
                 (target / "VERSION").write_text(f"{champion.version}\n")
                 if champion.run_id:
                     _copy_reports(registry, champion.run_id, Path(tmp) / "run", target)
+                trees = compile_trees(target)
             stored = Path(bentoml.models.get(model.tag).path)
-            out.append(Exported(name, str(champion.version), str(model.tag), stored))
+            out.append(
+                Exported(name, str(champion.version), str(model.tag), stored, compiled_trees=trees)
+            )
     return out
+
+
+def compile_trees(bundle: Path) -> str | None:
+    """The bundle's trees compiled into it for this machine; None (with a log line) when the
+    compiler is unavailable or fails, or REFERRAL_ML_TREES=lightgbm: LightGBM then serves it."""
+    if os.environ.get(BACKEND_ENV, "").strip().lower() == "lightgbm":
+        return None
+    try:
+        return build_library(bundle / "model.txt", bundle, lock=False).name
+    except Exception as exc:  # the export stands without them: the service falls back
+        log.warning("%s: trees not compiled (%s); LightGBM will serve it", bundle.name, exc)
+        return None
 
 
 def _newest(bentoml: Any, name: str) -> Any:
