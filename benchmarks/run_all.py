@@ -226,20 +226,28 @@ def ranker_rows(doc: dict[str, Any]) -> list[Row]:
 
 def trees_rows(doc: dict[str, Any]) -> list[Row]:
     rows = []
-    for r in doc.get("summary", []):
-        rows.append(
-            Row(
-                "model compute",
-                f"{r['model']} {r['rows']:,} rows: {r['backend']}",
-                r["ms"],
-                "ms",
-                "plain LightGBM predict, 1 thread (ms)",
-                r.get("lightgbm_ms"),
-                _ratio(r["ms"], r.get("lightgbm_ms")),
-                "speed-up >= 3x, |diff| <= 1e-6",
-                r.get("meets"),
-            )
-        )
+    for m in doc.get("models", []):
+        for size in m["sizes"]:
+            base = size["ms"]["lightgbm_1_thread"]["p50"]
+            for backend in ("lleaves", "tl2cgen"):
+                if backend not in size["ms"]:
+                    continue
+                ms = size["ms"][backend]["p50"]
+                diff = m.get("max_abs_diff", {}).get(backend)
+                adopted = backend == doc.get("adopted")
+                rows.append(
+                    Row(
+                        "model compute",
+                        f"{m['model']}, {size['rows']:,} rows: {backend} (max |diff| {diff:.1e})",
+                        ms,
+                        "ms",
+                        "plain LightGBM predict, 1 thread (ms)",
+                        base,
+                        ms / base,
+                        ">= 3x faster, |diff| <= 1e-6" if adopted else "",
+                        (base / ms >= 3 and (diff or 0) <= 1e-6) if adopted else None,
+                    )
+                )
     return rows
 
 
@@ -304,18 +312,48 @@ def service_rows(doc: dict[str, Any]) -> list[Row]:
 
 def directory_rows(doc: dict[str, Any]) -> list[Row]:
     rows = []
-    for r in doc.get("summary", []):
+    runs = {r["label"]: r for r in doc.get("runs", [])}
+    base = runs.get("base", {}).get("service", {})
+    for label, run in runs.items():
+        svc = run.get("service", {})
+        if svc.get("error") or "memory_ready" not in svc:
+            continue
+        who = (
+            "trivial endpoint" if label == "floor" else f"{run.get('specialists', 0):,} specialists"
+        )
+        pss = svc["memory_ready"]["pss"] / 1e9
         rows.append(
             Row(
                 "service memory",
-                r["figure"],
-                r["value"],
-                r["unit"],
-                r.get("anchor", ""),
-                r.get("anchor_value"),
-                r.get("ratio"),
+                f"{who}: PSS of supervisor + 2 workers, ready (startup peak RSS "
+                f"{svc.get('startup_peak_rss', 0) / 1e9:.1f} GB)",
+                pss,
+                "GB",
+                "3,000-specialist directory (GB)" if label != "base" else "",
+                base["memory_ready"]["pss"] / 1e9 if label != "base" and base else None,
+                svc.get("ratios", {}).get("pss_to_base") if label != "base" else None,
             )
         )
+        rows.append(
+            Row(
+                "service memory",
+                f"{who}: cold start to ready",
+                svc["cold_start_s"],
+                "s",
+                "3,000-specialist directory (s)" if label != "base" else "",
+                base.get("cold_start_s") if label != "base" else None,
+                svc.get("ratios", {}).get("cold_start_to_base") if label != "base" else None,
+            )
+        )
+        if "burst" in svc:
+            rows.append(
+                Row(
+                    "service memory",
+                    f"{who}: /recommend p50 (p99 {svc['burst']['latency_ms']['p99']:.0f} ms)",
+                    svc["burst"]["latency_ms"]["p50"],
+                    "ms",
+                )
+            )
     return rows
 
 
