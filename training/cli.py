@@ -120,6 +120,44 @@ TrackingOpt = Annotated[
 ]
 
 
+class Engine(StrEnum):
+    local = "local"
+    dask = "dask"
+
+
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="local: this machine. dask: features on dask.dataframe partitions and LightGBM's "
+        "Dask estimators, on --scheduler or a local cluster.",
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Dask scheduler address (tcp://host:8786) for --engine dask (default: start a "
+        "local cluster).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=1, help="Workers (1 thread each) of the local Dask cluster (default 2)."
+    ),
+]
+
+
+def _check_engine(engine: Engine, scheduler: str | None, workers: int | None) -> int:
+    """The worker count of a local Dask cluster; a one-line error for options that do not fit."""
+    if engine is Engine.local and (scheduler is not None or workers is not None):
+        raise _fail("--scheduler and --workers need --engine dask")
+    if scheduler is not None and workers is not None:
+        raise _fail("--workers sizes the local cluster; the cluster at --scheduler has its own")
+    return workers or 2
+
+
 VersionOpt = Annotated[
     str | None, typer.Option("--version", help="Version to promote (default: latest).")
 ]
@@ -172,32 +210,55 @@ def train_no_show_cmd(
             help="FHIR R4 Appointment ndjson replacing the --data folder's appointments.",
         ),
     ] = None,
+    engine: EngineOpt = Engine.local,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Train the calibrated no-show model, evaluate it against baselines, register a version."""
     import pandas as pd
 
     from training.no_show_job import load_no_show_data, train_and_register
 
+    n_workers = _check_engine(engine, scheduler, workers)
+    if engine is Engine.dask and (data is None or appointments or fhir_appointments):
+        raise _fail(
+            "--engine dask reads a --data folder; --appointments and --fhir-appointments "
+            "need --engine local"
+        )
     try:
         start = pd.Timestamp(test_from) if test_from else None
     except ValueError:
         raise _fail(f"--test-from: '{test_from}' is not a date (YYYY-MM-DD)") from None
     try:
-        dataset = load_no_show_data(
-            data,
-            appointments,
-            mapping,
-            rejected_out,
-            say=typer.echo,
-            fhir_appointments=fhir_appointments,
-        )
-        outcome = train_and_register(
-            dataset,
-            test_from=start,
-            offset_days=offset_days,
-            tracking_uri=tracking_uri,
-            metrics_out=metrics_out,
-        )
+        if engine is Engine.dask:
+            from training.no_show_job import train_and_register_dask
+
+            assert data is not None
+            outcome = train_and_register_dask(
+                data,
+                test_from=start,
+                offset_days=offset_days,
+                tracking_uri=tracking_uri,
+                metrics_out=metrics_out,
+                scheduler=scheduler,
+                workers=n_workers,
+            )
+        else:
+            dataset = load_no_show_data(
+                data,
+                appointments,
+                mapping,
+                rejected_out,
+                say=typer.echo,
+                fhir_appointments=fhir_appointments,
+            )
+            outcome = train_and_register(
+                dataset,
+                test_from=start,
+                offset_days=offset_days,
+                tracking_uri=tracking_uri,
+                metrics_out=metrics_out,
+            )
     except (ValueError, LookupError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(_metrics_table(outcome.metrics_document))
@@ -237,6 +298,9 @@ def train_ranker_cmd(
     metrics_out: Annotated[
         Path | None, typer.Option("--metrics-out", help="Write the metrics JSON here.")
     ] = None,
+    engine: EngineOpt = Engine.local,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Train the specialist ranker (LambdaRank), compare it with the baselines, register a
     version of specialist-ranker."""
@@ -245,6 +309,7 @@ def train_ranker_cmd(
     from training.ranker import format_table
     from training.ranker_job import train_and_register
 
+    n_workers = _check_engine(engine, scheduler, workers)
     if not (data / "referrals.parquet").exists():
         raise _fail(f"--data {data}: no referrals.parquet there (is it a dataset folder?)")
     try:
@@ -252,9 +317,21 @@ def train_ranker_cmd(
     except ValueError:
         raise _fail(f"--test-from: '{test_from}' is not a date (YYYY-MM-DD)") from None
     try:
-        outcome = train_and_register(
-            data, test_from=start, tracking_uri=tracking_uri, metrics_out=metrics_out
-        )
+        if engine is Engine.dask:
+            from training.ranker_job import train_and_register_dask
+
+            outcome = train_and_register_dask(
+                data,
+                test_from=start,
+                tracking_uri=tracking_uri,
+                metrics_out=metrics_out,
+                scheduler=scheduler,
+                workers=n_workers,
+            )
+        else:
+            outcome = train_and_register(
+                data, test_from=start, tracking_uri=tracking_uri, metrics_out=metrics_out
+            )
     except (ValueError, KeyError, LookupError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     w = outcome.training.windows

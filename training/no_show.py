@@ -44,6 +44,7 @@ LGB_PARAMS: dict[str, Any] = {
     "force_col_wise": True,
     "verbose": -1,
 }
+MAX_ROUNDS, EARLY_STOPPING_ROUNDS = 3000, 100
 
 
 @dataclass
@@ -85,22 +86,36 @@ def load_world(directory: Path, appointments: pd.DataFrame | None = None) -> NoS
     truth_path = directory / "truth" / "appointments.parquet"
     truth = None
     if truth_path.exists():
-        t = pd.read_parquet(truth_path).set_index("appointment_id")
-        called = flat.set_index("appointment_id")["outreach_call"].reindex(t.index).fillna(False)
-        true_p = np.where(called, t["p_no_show_with_outreach"], t["p_no_show_without_outreach"])
-        truth = pd.Series(true_p, index=t.index)
+        truth = true_probability(flat, pd.read_parquet(truth_path))
     return NoShowData(flat=flat, source=f"synthetic world {directory}", truth=truth)
 
 
-def time_split(appointment_at: pd.Series, test_from: pd.Timestamp | None) -> tuple[np.ndarray, ...]:
-    """Masks train / valid (early stopping) / calib (calibration) / test, in time order."""
+def true_probability(flat: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
+    """True no-show probability by appointment_id (from truth/appointments.parquet): with or
+    without outreach, as each of `flat`'s appointments was or was not called."""
+    t = truth.set_index("appointment_id")
+    called = flat.set_index("appointment_id")["outreach_call"].reindex(t.index).fillna(False)
+    true_p = np.where(called, t["p_no_show_with_outreach"], t["p_no_show_without_outreach"])
+    return pd.Series(true_p, index=t.index)
+
+
+def split_bounds(
+    appointment_at: pd.Series, test_from: pd.Timestamp | None
+) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]:
+    """Where the valid, calib and test windows of `time_split` begin."""
     t = pd.to_datetime(appointment_at)
     if test_from is None:
         test_from = t.quantile(0.8).normalize()
     before = t[t < test_from]
     if len(before) < 100 or (t >= test_from).sum() < 100:
         raise ValueError(f"--test-from {test_from.date()} leaves too few rows before or after it")
-    q_valid, q_calib = before.quantile(0.75), before.quantile(0.875)
+    return before.quantile(0.75), before.quantile(0.875), test_from
+
+
+def time_split(appointment_at: pd.Series, test_from: pd.Timestamp | None) -> tuple[np.ndarray, ...]:
+    """Masks train / valid (early stopping) / calib (calibration) / test, in time order."""
+    t = pd.to_datetime(appointment_at)
+    q_valid, q_calib, test_from = split_bounds(t, test_from)
     train = (t < q_valid).to_numpy()
     valid = ((t >= q_valid) & (t < q_calib)).to_numpy()
     calib = ((t >= q_calib) & (t < test_from)).to_numpy()
@@ -111,6 +126,12 @@ def time_split(appointment_at: pd.Series, test_from: pd.Timestamp | None) -> tup
 def _window(t: pd.Series, mask: np.ndarray) -> str:
     s = pd.to_datetime(t[mask])
     return f"{s.min():%Y-%m-%d} .. {s.max():%Y-%m-%d}"
+
+
+def window_texts(appointment_at: pd.Series, masks: tuple[np.ndarray, ...]) -> dict[str, str]:
+    """'first .. last' visit date of the train / valid / calibration / test windows."""
+    names = ("train", "valid", "calibration", "test")
+    return {name: _window(appointment_at, m) for name, m in zip(names, masks, strict=True)}
 
 
 def fit_calibration(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -173,12 +194,7 @@ def train_no_show(
     """Fit on the earliest appointments, stop early on the next, calibrate on the next, test on the last."""
     flat = data.flat
     events = history_events(flat)
-    labelled = flat[flat["outcome"].isin(LABELLED)].sort_values("appointment_at", kind="stable")
-    labelled = labelled.reset_index(drop=True)
-    if len(labelled) < 500 or labelled["outcome"].nunique() < 2:
-        raise ValueError(
-            "training needs at least 500 attended/no-show appointments with both outcomes"
-        )
+    labelled = labelled_rows(flat)
     y = (labelled["outcome"] == "no_show").to_numpy(dtype=int)
     X, spec = build_features(
         labelled,
@@ -189,16 +205,67 @@ def train_no_show(
     )
     train, valid, calib, test = time_split(labelled["appointment_at"], test_from)
 
-    params = dict(LGB_PARAMS, seed=seed, monotone_constraints=_monotone(spec.columns))
+    params = lgb_params(spec, seed)
     dtrain = lgb.Dataset(X[train], y[train], categorical_feature=list(spec.categorical) or "auto")
     dvalid = lgb.Dataset(X[valid], y[valid], reference=dtrain)
     booster = lgb.train(
         params,
         dtrain,
-        num_boost_round=3000,
+        num_boost_round=MAX_ROUNDS,
         valid_sets=[dvalid],
-        callbacks=[lgb.early_stopping(100, verbose=False)],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
     )
+    return evaluate_no_show(
+        labelled,
+        X,
+        y,
+        (train, valid, calib, test),
+        booster,
+        spec,
+        truth=data.truth,
+        source=data.source,
+        seed=seed,
+        tiers=tiers,
+    )
+
+
+def labelled_rows(flat: pd.DataFrame) -> pd.DataFrame:
+    """The attended/no-show rows of `flat` in visit order (ties in `flat`'s order)."""
+    labelled = flat[flat["outcome"].isin(LABELLED)].sort_values("appointment_at", kind="stable")
+    labelled = labelled.reset_index(drop=True)
+    if len(labelled) < 500 or labelled["outcome"].nunique() < 2:
+        raise ValueError(
+            "training needs at least 500 attended/no-show appointments with both outcomes"
+        )
+    return labelled
+
+
+def lgb_params(spec: NoShowFeatureSpec, seed: int) -> dict[str, Any]:
+    """LGB_PARAMS with the seed and the monotone constraints of the spec's columns."""
+    return dict(LGB_PARAMS, seed=seed, monotone_constraints=_monotone(spec.columns))
+
+
+def evaluate_no_show(
+    labelled: pd.DataFrame,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    masks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    booster: lgb.Booster,
+    spec: NoShowFeatureSpec,
+    *,
+    truth: pd.Series | None,
+    source: str,
+    seed: int = 7,
+    tiers: dict[str, float] | None = None,
+    windows: dict[str, str] | None = None,
+    trained_rows: int | None = None,
+) -> NoShowTraining:
+    """Everything after the fit: calibration, baselines, test metrics, ceiling, subgroups.
+
+    `labelled`, `X` and `y` are rows in visit order, `masks` their train / valid / calib / test
+    windows. The baselines are fitted on the train rows given; when those are a sample of the
+    training window (the Dask engine), `windows` and `trained_rows` describe all of it."""
+    train, _, calib, test = masks
     # Scores are needed on the held-out folds only (calibration, test); the trimmed booster
     # below gives the same raw scores, so they are computed once.
     held_out = ~train
@@ -210,8 +277,8 @@ def train_no_show(
     meta = {
         "tiers": tiers or DEFAULT_TIERS,
         "best_iteration": booster.best_iteration,
-        "trained_rows": int(train.sum()),
-        "source": data.source,
+        "trained_rows": int(train.sum()) if trained_rows is None else trained_rows,
+        "source": source,
     }
     booster = booster if booster.best_iteration <= 0 else _trimmed(booster)
     predictor = NoShowPredictor(booster, calibration, spec, meta)
@@ -244,8 +311,8 @@ def train_no_show(
     for name, s in scores.items():
         test_rows[f"score_{name}"] = s[test]
     test_rows["label"] = y[test]
-    if data.truth is not None:
-        true_p = test_rows["appointment_id"].map(data.truth).to_numpy(dtype=float)
+    if truth is not None:
+        true_p = test_rows["appointment_id"].map(truth).to_numpy(dtype=float)
         test_rows["true_probability"] = true_p
         oracle = binary_metrics(y[test], true_p, day[test])
         metrics["oracle"] = oracle
@@ -260,12 +327,7 @@ def train_no_show(
     sample_idx = np.flatnonzero(test)
     sample_idx = rng.choice(sample_idx, size=min(2000, len(sample_idx)), replace=False)
     sample_features = X.iloc[np.sort(sample_idx)]
-    windows = {
-        "train": _window(labelled["appointment_at"], train),
-        "valid": _window(labelled["appointment_at"], valid),
-        "calibration": _window(labelled["appointment_at"], calib),
-        "test": _window(labelled["appointment_at"], test),
-    }
+    windows = windows or window_texts(labelled["appointment_at"], masks)
     predictor.metadata["windows"] = windows
     return NoShowTraining(
         predictor=predictor,

@@ -22,6 +22,29 @@ EXPERIMENT = "no-show"
 EVALUATION_DIR = "evaluation"
 
 
+@dataclass(frozen=True)
+class DataSummary:
+    """What the model card says about the training data."""
+
+    source: str
+    synthetic: bool
+    rows: int  # attended/no-show appointments
+    date_range: str
+    no_show_rate: float
+
+    @classmethod
+    def of(cls, labelled: pd.DataFrame, source: str, synthetic: bool) -> DataSummary:
+        """From the attended/no-show rows (columns outcome, appointment_at)."""
+        at = labelled["appointment_at"]
+        return cls(
+            source=source,
+            synthetic=synthetic,
+            rows=len(labelled),
+            date_range=f"{at.min():%Y-%m-%d} .. {at.max():%Y-%m-%d}",
+            no_show_rate=float((labelled["outcome"] == "no_show").mean()),
+        )
+
+
 @dataclass
 class TrainOutcome:
     """What the train command reports."""
@@ -124,7 +147,7 @@ def metrics_document(training: NoShowTraining, version: str, run_id: str) -> dic
     return doc
 
 
-def _write_reports(training: NoShowTraining, data: NoShowData, out: Path) -> dict[str, Path]:
+def _write_reports(training: NoShowTraining, data: DataSummary, out: Path) -> dict[str, Path]:
     """Plots, model card and evaluation tables for one run, into `out`."""
     from training.model_card import render_no_show_card
     from training.plots import (
@@ -154,17 +177,16 @@ def _write_reports(training: NoShowTraining, data: NoShowData, out: Path) -> dic
         ),
         "gain": gain_by_threshold_plot(y, scores["model"], out / "outreach_gain.png"),
     }
-    labelled = data.flat[data.flat["outcome"].isin(["attended", "no_show"])]
     card = {
         "name": MODEL_NAME,
         "version": training.predictor.metadata.get("version", "unregistered"),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {
             "source": data.source,
-            "synthetic": data.truth is not None,
-            "rows": len(labelled),
-            "date_range": f"{labelled['appointment_at'].min():%Y-%m-%d} .. {labelled['appointment_at'].max():%Y-%m-%d}",
-            "no_show_rate": float((labelled["outcome"] == "no_show").mean()),
+            "synthetic": data.synthetic,
+            "rows": data.rows,
+            "date_range": data.date_range,
+            "no_show_rate": data.no_show_rate,
             "windows": training.windows,
         },
         "features": training.predictor.spec.columns,
@@ -194,11 +216,75 @@ def train_and_register(
     seed: int = 7,
 ) -> TrainOutcome:
     """Train, evaluate, log the run with plots and card, register a version of `no-show`."""
+    training = train_no_show(data, test_from=test_from, offset_days=offset_days, seed=seed)
+    labelled = data.flat[data.flat["outcome"].isin(["attended", "no_show"])]
+    summary = DataSummary.of(labelled, data.source, data.truth is not None)
+    return register(
+        training,
+        summary,
+        history_events(data.flat),
+        test_from=test_from,
+        offset_days=offset_days,
+        tracking_uri=tracking_uri,
+        metrics_out=metrics_out,
+    )
+
+
+def train_and_register_dask(
+    data_dir: Path,
+    *,
+    test_from: pd.Timestamp | None,
+    offset_days: float | None,
+    tracking_uri: str | None,
+    metrics_out: Path | None,
+    scheduler: str | None = None,
+    workers: int = 2,
+    seed: int = 7,
+) -> TrainOutcome:
+    """`train_and_register` with the Dask engine: features built on the partitions of a dataset
+    folder and LightGBM trained on the cluster at `scheduler` (default: a local cluster of
+    `workers`); the run, its reports and the registered bundle are as with the local engine."""
+    from training.dask_engine import dask_client, train_no_show_dask
+
+    if not (data_dir / "appointments.parquet").exists():
+        raise ValueError(
+            f"--data {data_dir}: no appointments.parquet there (is it a dataset folder?)"
+        )
+    with dask_client(scheduler, workers) as cluster:
+        run = train_no_show_dask(
+            cluster, data_dir, test_from=test_from, offset_days=offset_days, seed=seed
+        )
+    summary = DataSummary.of(run.labelled, run.source, run.synthetic)
+    return register(
+        run.training,
+        summary,
+        run.events,
+        test_from=test_from,
+        offset_days=offset_days,
+        tracking_uri=tracking_uri,
+        metrics_out=metrics_out,
+        engine=run.engine,
+    )
+
+
+def register(
+    training: NoShowTraining,
+    data: DataSummary,
+    events: pd.DataFrame,
+    *,
+    test_from: pd.Timestamp | None,
+    offset_days: float | None,
+    tracking_uri: str | None,
+    metrics_out: Path | None,
+    engine: dict[str, Any] | None = None,
+) -> TrainOutcome:
+    """Log a trained model's run (params, metrics, reports, evaluation rows and the history
+    `events` the gates rebuild features from) and register its bundle as a version of no-show.
+    `engine` (Dask runs only) is logged as params and kept in the metrics document."""
     import mlflow
 
     from training import registry
 
-    training = train_no_show(data, test_from=test_from, offset_days=offset_days, seed=seed)
     registry.configure(tracking_uri)
     experiment_id = registry.experiment(EXPERIMENT)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
@@ -215,6 +301,7 @@ def train_and_register(
                 "best_iteration": training.predictor.metadata.get("best_iteration"),
                 **{f"lgb_{k}": v for k, v in LGB_PARAMS.items()},
                 **{f"window_{k}": v for k, v in training.windows.items()},
+                **(engine or {}),
             }
         )
         mlflow.log_metrics(_flat_metrics(training.metrics))
@@ -223,7 +310,7 @@ def train_and_register(
         evaluation = tmpdir / EVALUATION_DIR
         evaluation.mkdir()
         training.test.to_parquet(evaluation / "test_rows.parquet", index=False)
-        history_events(data.flat).to_parquet(evaluation / "events.parquet", index=False)
+        events.to_parquet(evaluation / "events.parquet", index=False)
         mlflow.log_artifacts(str(evaluation), artifact_path=EVALUATION_DIR)
         training.predictor.metadata.update(registry.run_metadata(MODEL_NAME, run.info.run_id))
         bundle = training.predictor.save(tmpdir / "bundle")
@@ -239,6 +326,8 @@ def train_and_register(
         )
         info = registry.log_bundle(bundle, MODEL_NAME, example, output)
         doc = metrics_document(training, str(info.version), run.info.run_id)
+        if engine:
+            doc["engine"] = engine
         mlflow.log_dict(doc, "metrics.json")
     if metrics_out:
         metrics_out.parent.mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,8 @@ COMPLETION_PARAMS: dict[str, Any] = {
     "verbose": -1,
 }
 VALID_SHARE = 0.1
+# (most boosting rounds, early-stopping patience) of the completion model and of the ranker
+COMPLETION_ROUNDS, RANKER_ROUNDS = (3000, 100), (2000, 50)
 # load_ratio is computed (and returned by the service) but left out of the model: busy
 # specialists are the ones the historical policy routes to, so in logged data load mostly marks
 # "was chosen" and it lowered true-utility NDCG@5 on a medium world (0.947 with, 0.950 without).
@@ -143,6 +145,17 @@ def candidate_pairs(ctx: RankingContext, refs: pd.DataFrame, k: int = CANDIDATES
 def load_ranker_data(directory: Path, candidates: int = CANDIDATES) -> RankerData:
     """Referrals with a historical choice, their candidates, features and graded labels."""
     t = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES}
+    ctx, refs = ranking_inputs(t)
+    out = candidate_rows(ctx, refs, candidates)
+    return RankerData(
+        pairs=out.sort_values(["created_at", "referral_id"], kind="stable").reset_index(drop=True),
+        truth=match_truth(directory),
+    )
+
+
+def ranking_inputs(t: dict[str, pd.DataFrame]) -> tuple[RankingContext, pd.DataFrame]:
+    """The directory context and one row per referral with a historical choice (patient's
+    location, plan, language, sex; urgency, referring system, status), from the tables."""
     ctx = RankingContext.build(
         t["specialists"],
         t["plans"],
@@ -175,6 +188,12 @@ def load_ranker_data(directory: Path, candidates: int = CANDIDATES) -> RankerDat
             "booked": rf["referral_id"].isin(t["appointments"]["referral_id"]),
         }
     )
+    return ctx, refs
+
+
+def candidate_rows(ctx: RankingContext, refs: pd.DataFrame, candidates: int) -> pd.DataFrame:
+    """Candidate pairs of `refs` (from `ranking_inputs`) with features and logged grades, each
+    referral's pairs together, in specialist order."""
     cand = candidate_pairs(ctx, refs, candidates)
     r = refs.iloc[cand["ref"].to_numpy()].reset_index(drop=True)
     pairs = r.assign(specialist_row=cand["specialist_row"].to_numpy(), as_of=r["created_at"])
@@ -207,16 +226,17 @@ def load_ranker_data(directory: Path, candidates: int = CANDIDATES) -> RankerDat
         ],
         axis=1,
     )
-    truth = None
+    return out
+
+
+def match_truth(directory: Path) -> pd.DataFrame | None:
+    """referral_id, specialist_id, utility of truth/match_utility.parquet (synthetic only)."""
     truth_path = directory / "truth" / "match_utility.parquet"
-    if truth_path.exists():
-        tr = pd.read_parquet(truth_path, columns=["referral_id", "specialist_id", "utility"])
-        truth = tr.assign(
-            referral_id=tr["referral_id"].astype(str), specialist_id=tr["specialist_id"].astype(str)
-        )
-    return RankerData(
-        pairs=out.sort_values(["created_at", "referral_id"], kind="stable").reset_index(drop=True),
-        truth=truth,
+    if not truth_path.exists():
+        return None
+    tr = pd.read_parquet(truth_path, columns=["referral_id", "specialist_id", "utility"])
+    return tr.assign(
+        referral_id=tr["referral_id"].astype(str), specialist_id=tr["specialist_id"].astype(str)
     )
 
 
@@ -360,6 +380,19 @@ def split_windows(
     """Train / validation / test masks by referral time: test from `test_from` (default: the
     latest `test_share` of referrals), validation the VALID_SHARE of referrals before it."""
     first = pairs.drop_duplicates("referral_id")["created_at"]
+    cut_valid, cut_test = window_cuts(first, test_from, test_share)
+    t = pairs["created_at"]
+    train = (t < cut_valid).to_numpy()
+    valid = ((t >= cut_valid) & (t < cut_test)).to_numpy()
+    test = (t >= cut_test).to_numpy()
+    completed = pairs.loc[pairs["chosen"] & (pairs["label"] == 3), "created_at"]
+    return train, valid, test, window_counts(first, completed, cut_valid, cut_test)
+
+
+def window_cuts(
+    first: pd.Series, test_from: pd.Timestamp | None, test_share: float = 0.2
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Where validation and test begin, from each referral's creation time (`first`)."""
     cut_test = first.quantile(1 - test_share) if test_from is None else pd.Timestamp(test_from)
     before = first[first < cut_test]
     if before.empty or (first >= cut_test).sum() == 0:
@@ -368,23 +401,29 @@ def split_windows(
             f"(referrals run {first.min():%Y-%m-%d} .. {first.max():%Y-%m-%d})"
         )
     share = VALID_SHARE / max(VALID_SHARE, 1 - test_share) if test_from is None else 0.125
-    cut_valid = before.quantile(1 - share)
-    t = pairs["created_at"]
-    train = (t < cut_valid).to_numpy()
-    valid = ((t >= cut_valid) & (t < cut_test)).to_numpy()
-    test = (t >= cut_test).to_numpy()
+    return before.quantile(1 - share), cut_test
+
+
+def window_counts(
+    first: pd.Series, completed: pd.Series, cut_valid: pd.Timestamp, cut_test: pd.Timestamp
+) -> dict[str, Any]:
+    """The windows' bounds and referral counts; `completed` holds the creation times of the
+    completed referrals, of which train and validation need at least one each."""
     windows = {
         "train_until": str(cut_valid),
         "valid_from": str(cut_valid),
         "test_from": str(cut_test),
-        "train_referrals": int(pairs.loc[train, "referral_id"].nunique()),
-        "valid_referrals": int(pairs.loc[valid, "referral_id"].nunique()),
-        "test_referrals": int(pairs.loc[test, "referral_id"].nunique()),
+        "train_referrals": int((first < cut_valid).sum()),
+        "valid_referrals": int(((first >= cut_valid) & (first < cut_test)).sum()),
+        "test_referrals": int((first >= cut_test).sum()),
     }
-    for name, mask in (("train", train), ("validation", valid)):
-        if not (pairs.loc[mask, "chosen"] & (pairs.loc[mask, "label"] == 3)).any():
+    for name, inside in (
+        ("train", completed < cut_valid),
+        ("validation", (completed >= cut_valid) & (completed < cut_test)),
+    ):
+        if not inside.any():
             raise ValueError(f"the {name} window has no completed referral to learn from")
-    return train, valid, test, windows
+    return windows
 
 
 def counterfactual_targets(pairs: pd.DataFrame, p_complete: np.ndarray) -> np.ndarray:
@@ -409,37 +448,53 @@ def train_ranker(
     completion = lgb.train(
         dict(COMPLETION_PARAMS, seed=seed),
         lgb.Dataset(X[train & chosen], completed[train & chosen]),
-        num_boost_round=3000,
+        num_boost_round=COMPLETION_ROUNDS[0],
         valid_sets=[lgb.Dataset(X[valid & chosen], completed[valid & chosen])],
-        callbacks=[lgb.early_stopping(100, verbose=False)],
+        callbacks=[lgb.early_stopping(COMPLETION_ROUNDS[1], verbose=False)],
     )
     fit = train | valid
     p_complete = np.zeros(len(pairs))
     p_complete[fit] = completion.predict(X[fit], num_iteration=completion.best_iteration)
     y = counterfactual_targets(pairs, p_complete)
-    params = dict(
+    dtrain = lgb.Dataset(X[train], y[train], group=_groups(ids[train]))
+    dvalid = lgb.Dataset(X[valid], y[valid], group=_groups(ids[valid]), reference=dtrain)
+    booster = lgb.train(
+        rank_params(seed),
+        dtrain,
+        num_boost_round=RANKER_ROUNDS[0],
+        valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(RANKER_ROUNDS[1], verbose=False)],
+    )
+    test_rows = pairs[test].reset_index(drop=True)
+    return evaluate_ranker(test_rows, booster, completion, data.truth, windows)
+
+
+def rank_params(seed: int) -> dict[str, Any]:
+    """LGB_RANK_PARAMS with the seed, linear label gains and the monotone constraints."""
+    return dict(
         LGB_RANK_PARAMS,
         seed=seed,
         label_gain=list(range(TARGET_LEVELS + 1)),
         monotone_constraints=[MONOTONE.get(f, 0) for f in MODEL_FEATURES],
     )
-    dtrain = lgb.Dataset(X[train], y[train], group=_groups(ids[train]))
-    dvalid = lgb.Dataset(X[valid], y[valid], group=_groups(ids[valid]), reference=dtrain)
-    booster = lgb.train(
-        params,
-        dtrain,
-        num_boost_round=2000,
-        valid_sets=[dvalid],
-        callbacks=[lgb.early_stopping(50, verbose=False)],
-    )
-    test_rows = pairs[test].reset_index(drop=True)
+
+
+def evaluate_ranker(
+    test_rows: pd.DataFrame,
+    booster: lgb.Booster,
+    completion: lgb.Booster,
+    truth: pd.DataFrame | None,
+    windows: dict[str, Any],
+) -> RankerTraining:
+    """Scores of the ranker, the baselines and the completion model on the test pairs (in
+    referral-time order), their metrics, and the test rows with every score (and utility)."""
     Xt = test_rows[list(MODEL_FEATURES)]
     scores = {"ranker": np.asarray(booster.predict(Xt, num_iteration=booster.best_iteration))}
     scores |= baseline_scores(test_rows, test_rows["chosen"].to_numpy())
     scores["completion_model"] = np.asarray(
         completion.predict(Xt, num_iteration=completion.best_iteration)
     )
-    metrics = evaluate(test_rows, scores, data.truth)
+    metrics = evaluate(test_rows, scores, truth)
     windows |= {
         "ranker_best_iteration": int(booster.best_iteration),
         "completion_best_iteration": int(completion.best_iteration),
@@ -447,9 +502,9 @@ def train_ranker(
     metrics["_windows"] = windows
     for name, s in scores.items():
         test_rows[f"score_{name}"] = s
-    if data.truth is not None:
+    if truth is not None:
         test_rows = test_rows.merge(
-            data.truth, how="left", on=["referral_id", "specialist_id"], validate="1:1"
+            truth, how="left", on=["referral_id", "specialist_id"], validate="1:1"
         )
     return RankerTraining(booster, completion, metrics, test_rows, windows)
 

@@ -58,6 +58,29 @@ EVALUATION_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class DataSummary:
+    """What the model card says about the training pairs."""
+
+    source: str
+    synthetic: bool
+    referrals: int
+    pairs: int
+    date_range: str
+
+    @classmethod
+    def of(cls, data: RankerData, source: str) -> DataSummary:
+        """From all candidate pairs of a dataset."""
+        pairs = data.pairs
+        return cls(
+            source=source,
+            synthetic=data.truth is not None,
+            referrals=int(pairs["referral_id"].nunique()),
+            pairs=len(pairs),
+            date_range=f"{pairs['created_at'].min():%Y-%m-%d} .. {pairs['created_at'].max():%Y-%m-%d}",
+        )
+
+
 @dataclass
 class TrainOutcome:
     """What the train command reports."""
@@ -68,9 +91,7 @@ class TrainOutcome:
     metrics_document: dict[str, Any]
 
 
-def _write_reports(
-    training: RankerTraining, data: RankerData, source: str, out: Path
-) -> dict[str, Path]:
+def _write_reports(training: RankerTraining, data: DataSummary, out: Path) -> dict[str, Path]:
     """Plots, model card and per-group tables for one run, into `out`."""
     from training.model_card import render_ranker_card
     from training.plots_ranker import gain_by_position_plot, metric_by_group, metric_by_group_plot
@@ -85,9 +106,8 @@ def _write_reports(
         files[f"ndcg_by_{column}"] = metric_by_group_plot(
             table, column, out / f"ndcg_by_{column}.png"
         )
-    pairs = data.pairs
     caveats = []
-    if data.truth is None:
+    if not data.synthetic:
         caveats.append(
             "no ground truth: only logged-outcome metrics, which favour the historical choice"
         )
@@ -96,11 +116,11 @@ def _write_reports(
         "version": "see the registry",
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {
-            "source": source,
-            "synthetic": data.truth is not None,
-            "referrals": int(pairs["referral_id"].nunique()),
-            "pairs": len(pairs),
-            "date_range": f"{pairs['created_at'].min():%Y-%m-%d} .. {pairs['created_at'].max():%Y-%m-%d}",
+            "source": data.source,
+            "synthetic": data.synthetic,
+            "referrals": data.referrals,
+            "pairs": data.pairs,
+            "date_range": data.date_range,
             "windows": training.windows,
         },
         "labels": LABEL_DESIGN,
@@ -122,18 +142,71 @@ def train_and_register(
     seed: int = 7,
 ) -> TrainOutcome:
     """Train, evaluate, log the run with plots and card, register a version of the ranker."""
+    data = load_ranker_data(data_dir)
+    training = train_ranker(data, test_from=test_from, seed=seed)
+    summary = DataSummary.of(data, f"dataset {data_dir.name}")
+    return register(
+        training, summary, test_from=test_from, tracking_uri=tracking_uri, metrics_out=metrics_out
+    )
+
+
+def train_and_register_dask(
+    data_dir: Path,
+    *,
+    test_from: pd.Timestamp | None,
+    tracking_uri: str | None,
+    metrics_out: Path | None,
+    scheduler: str | None = None,
+    workers: int = 2,
+    seed: int = 7,
+) -> TrainOutcome:
+    """`train_and_register` with the Dask engine: candidate pairs and their features built on
+    partitions of the referrals, both LightGBM models trained on the cluster at `scheduler`
+    (default: a local cluster of `workers`); the run and the registered bundle are as with the
+    local engine."""
+    from training.dask_engine import dask_client, train_ranker_dask
+
+    with dask_client(scheduler, workers) as cluster:
+        run = train_ranker_dask(cluster, data_dir, test_from=test_from, seed=seed)
+    summary = DataSummary(
+        source=f"dataset {data_dir.name}",
+        synthetic=run.synthetic,
+        referrals=run.referrals,
+        pairs=run.pairs,
+        date_range=run.date_range,
+    )
+    return register(
+        run.training,
+        summary,
+        test_from=test_from,
+        tracking_uri=tracking_uri,
+        metrics_out=metrics_out,
+        engine=run.engine,
+    )
+
+
+def register(
+    training: RankerTraining,
+    data: DataSummary,
+    *,
+    test_from: pd.Timestamp | None,
+    tracking_uri: str | None,
+    metrics_out: Path | None,
+    engine: dict[str, Any] | None = None,
+) -> TrainOutcome:
+    """Log a trained ranker's run (params, metrics, reports, evaluation rows) and register its
+    bundle as a version of specialist-ranker. `engine` (Dask runs only) is logged as params and
+    kept in the metrics document."""
     import mlflow
 
     from training import registry
 
-    data = load_ranker_data(data_dir)
-    training = train_ranker(data, test_from=test_from, seed=seed)
-    source = f"dataset {data_dir.name}"
+    source = data.source
     registry.configure(tracking_uri)
     experiment_id = registry.experiment(EXPERIMENT)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment_id) as run:
         tmpdir = Path(tmp)
-        reports = _write_reports(training, data, source, tmpdir / "reports")
+        reports = _write_reports(training, data, tmpdir / "reports")
         mlflow.log_params(
             {
                 "source": source,
@@ -145,6 +218,7 @@ def train_and_register(
                 **{f"lgb_{k}": v for k, v in LGB_RANK_PARAMS.items()},
                 **{f"completion_{k}": v for k, v in COMPLETION_PARAMS.items()},
                 **{f"window_{k}": v for k, v in training.windows.items()},
+                **(engine or {}),
             }
         )
         doc = metrics_document(training.metrics)
@@ -176,6 +250,8 @@ def train_and_register(
             check=SpecialistRanker.load,
         )
         doc = {"model": MODEL_NAME, "version": str(info.version), "run_id": run.info.run_id} | doc
+        if engine:
+            doc["engine"] = engine
         mlflow.log_dict(doc, "metrics.json")
     if metrics_out:
         metrics_out.parent.mkdir(parents=True, exist_ok=True)
