@@ -428,8 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "referrals.parquet").exists():
         parser.error(f"no referrals.parquet in {args.data} (generate a world first)")
 
-    if args.bundle is not None:
-        ranker = SpecialistRanker.load(args.bundle)
+    if args.bundle is not None:  # scored as the service scores it (REFERRAL_ML_TREES etc.)
+        from features.compiled import TreeSettings
+
+        ranker = SpecialistRanker.load(args.bundle, trees=TreeSettings.from_env())
         training: dict[str, Any] = {"skipped": True, "bundle": str(args.bundle)}
     elif args.skip_training:
         ranker, training = quick_ranker(args.data, args.candidates, args.quick_referrals, args.seed)
@@ -458,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data),
         "as_of": str(now),
         "specialists": matcher.index.n_specialists,
+        "scoring_backend": getattr(ranker, "backend", "lightgbm"),
         "matcher_build_seconds": build_s,
         "training": training,
         "ranking": ranking,
