@@ -143,7 +143,10 @@ def dask_client(
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                # No dashboard; the scheduler's health/metrics server on a free local port
+                # (by default it takes 8787, on every interface, or warns that it is taken)
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                silence_logs=logging.CRITICAL,  # failures reach the client as exceptions
             )
             client = Client(cluster)
         else:

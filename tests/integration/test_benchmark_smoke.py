@@ -167,13 +167,14 @@ def test_service_benchmark_smoke(small_world: Path, tmp_path: Path) -> None:
     assert "| HTTP /recommend | 4 |" in run.stdout and "| target |" in run.stdout
     result = json.loads(out.read_text())
     assert set(result["in_process"]) == {"recommend", "no_show_risk"}
+    # 1, 4 and 16 clients; the trivial endpoint sent both endpoints' bodies
     assert set(result["http"]) == {
-        "floor_1",
-        "floor_4",
-        "recommend_1",
-        "recommend_4",
-        "no_show_risk_1",
+        f"{name}_{clients}"
+        for name in ("floor", "floor_risk", "recommend", "no_show_risk")
+        for clients in (1, 4, 16)
     }
+    cold = result["cold_start_seconds"]
+    assert cold["service"] > 0 and cold["floor"] > 0
     for name, r in {**result["in_process"], **result["http"]}.items():
         assert r["count"] > 0 and r["error_count"] == 0, (name, r["errors"])
         ms = r["latency_ms"]
