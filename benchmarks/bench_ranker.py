@@ -39,7 +39,6 @@ import training.ranker as ranker_module
 from features.contract import TABLES
 from features.geo import haversine_km
 from features.matcher import Matcher, MatchRequest, SpecialistRanker
-from features.ranking import pair_features
 from features.retrieval import MAX_RADIUS_KM, RetrievalResult
 from training.ranker import load_ranker_data, train_ranker
 
@@ -269,7 +268,7 @@ def bench_rank(
     found = explicit_candidates(matcher, req, n)
     ranker = matcher.ranker
     cols = list(ranker.features)
-    X = pair_features(matcher.ctx, matcher.candidate_frame(req, found))
+    X = matcher.candidate_features(req, found)
     Xc = X[cols]
     Xn = Xc.to_numpy()
     Xtop = Xc.iloc[:RANK_K]

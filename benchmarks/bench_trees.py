@@ -53,7 +53,6 @@ from features.contract import TABLES  # noqa: E402
 from features.matcher import Matcher, MatchRequest, SpecialistRanker  # noqa: E402
 from features.no_show import history_events  # noqa: E402
 from features.predictor import NoShowPredictor  # noqa: E402
-from features.ranking import pair_features  # noqa: E402
 
 NO_SHOW_SIZES: Final = (1, 100, 1_000, 10_000)
 RANKER_SIZES: Final = (100, 2_000, 20_000)
@@ -138,7 +137,7 @@ def ranker_matrix(ranker: SpecialistRanker, data: Path, rows: int, seed: int) ->
         for req in requests:
             found = matcher.index.retrieve(req.retrieval())
             if len(found.rows):
-                parts.append(pair_features(matcher.ctx, matcher.candidate_frame(req, found)))
+                parts.append(matcher.candidate_features(req, found))
                 total += len(found.rows)
             if total >= rows:
                 break

@@ -240,24 +240,26 @@ class Matcher:
         )
         return cls(ranker, ctx, DirectoryIndex(ctx.specialists, tables["plans"]), now)
 
-    def candidate_frame(self, req: MatchRequest, found: RetrievalResult) -> pd.DataFrame:
-        """The pair-feature input for the retrieved candidates of one request."""
-        n = len(found.rows)
+    def candidate_features(self, req: MatchRequest, found: RetrievalResult) -> pd.DataFrame:
+        """The pair features of the retrieved candidates of one request (PAIR_FEATURES
+        columns), as the ranker scores them: coded once per request, no per-pair frame."""
         as_of = req.as_of if req.as_of is not None else (self.now or pd.Timestamp.now())
-        return pd.DataFrame(
-            {
-                "specialist_row": found.rows,
-                "as_of": np.full(n, np.datetime64(as_of, "s")),
-                "latitude": np.full(n, req.latitude),
-                "longitude": np.full(n, req.longitude),
-                "insurance_plan_id": [req.insurance_plan_id] * n,
-                "reason_code": [req.reason_code] * n,
-                "urgency": [req.urgency] * n,
-                "language": [req.language] * n,
-                "sex": [req.sex] * n,
-                "patient_id": [req.patient_id or ""] * n,
-                "referring_system": [req.referring_system or ""] * n,
-            }
+        return pd.DataFrame(  # one float block (features.ranking.request_pair_features)
+            request_pair_features(
+                self.ctx,
+                found.rows,
+                as_of=as_of,
+                latitude=req.latitude,
+                longitude=req.longitude,
+                insurance_plan_id=req.insurance_plan_id,
+                reason_code=req.reason_code,
+                urgency=req.urgency,
+                language=req.language,
+                sex=req.sex,
+                patient_id=req.patient_id,
+                referring_system=req.referring_system,
+            ),
+            columns=list(PAIR_FEATURES),
         )
 
     def recommend(self, req: MatchRequest, k: int = 5, reasons: bool = True) -> MatchResult:
@@ -283,24 +285,7 @@ class Matcher:
         if len(found.rows) == 0:
             return [], {}
         t1 = time.perf_counter()
-        as_of = req.as_of if req.as_of is not None else (self.now or pd.Timestamp.now())
-        X = pd.DataFrame(  # one float block: no per-column coding (features.ranking)
-            request_pair_features(
-                self.ctx,
-                found.rows,
-                as_of=as_of,
-                latitude=req.latitude,
-                longitude=req.longitude,
-                insurance_plan_id=req.insurance_plan_id,
-                reason_code=req.reason_code,
-                urgency=req.urgency,
-                language=req.language,
-                sex=req.sex,
-                patient_id=req.patient_id,
-                referring_system=req.referring_system,
-            ),
-            columns=list(PAIR_FEATURES),
-        )
+        X = self.candidate_features(req, found)
         t2 = time.perf_counter()
         attributions = None
         if reasons and self.ranker.backend == "lightgbm":
