@@ -590,3 +590,38 @@ def _locked(lock_file: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class CompiledScoring:
+    """What a model holding a `booster` gains from compiled trees: `scorer` (plain LightGBM
+    until `use_trees`), `backend` and `use_trees`. Shared by the no-show predictor and the
+    ranker; each names itself (`TREES_LABEL`) and, when it scores a column subset, says which
+    (`_tree_columns`)."""
+
+    TREES_LABEL = "model"
+    booster: lgb.Booster
+    _scorer: TreeScorer | None
+    _attribution: Any
+
+    def _tree_columns(self) -> tuple[str, ...] | None:
+        return None
+
+    @property
+    def scorer(self) -> TreeScorer:
+        """What computes raw scores: the serving set-up's (`use_trees`), else plain LightGBM."""
+        if self._scorer is None:
+            self._scorer = LightGBMScorer(self.booster)
+        return self._scorer
+
+    @property
+    def backend(self) -> str:
+        """The active backend: "lleaves" (compiled trees) or "lightgbm"."""
+        return self.scorer.backend
+
+    def use_trees(self, settings: TreeSettings, model_file: Path) -> None:
+        """Score with compiled trees where available (`scorer_for`; LightGBM otherwise, with
+        one log line saying why), and bound every model call's threads. ValueError when
+        `settings.backend` is "lleaves" and they are unavailable."""
+        label, columns = self.TREES_LABEL, self._tree_columns()
+        self._scorer = scorer_for(self.booster, model_file, settings, label, columns)
+        self._attribution = None

@@ -29,7 +29,7 @@ import pandas as pd
 
 from features.attribution import PathAttribution
 from features.codes import npi_of
-from features.compiled import LightGBMScorer, TreeScorer, TreeSettings, scorer_for
+from features.compiled import CompiledScoring, TreeScorer, TreeSettings
 from features.lgb_io import load_booster
 from features.ranking import PAIR_FEATURES, RankingContext, request_pair_features
 from features.reasons import candidate_from, explain
@@ -39,7 +39,7 @@ SPEC_KIND: Final = "specialist-ranker"
 
 
 @dataclass
-class SpecialistRanker:
+class SpecialistRanker(CompiledScoring):
     """A LambdaRank booster over pair features."""
 
     booster: lgb.Booster
@@ -48,26 +48,10 @@ class SpecialistRanker:
     _attribution: PathAttribution | None = field(default=None, init=False, repr=False)
     _scorer: TreeScorer | None = field(default=None, init=False, repr=False)
 
-    @property
-    def scorer(self) -> TreeScorer:
-        """What computes scores: the serving set-up's (`use_trees`), else plain LightGBM."""
-        if self._scorer is None:
-            self._scorer = LightGBMScorer(self.booster)
-        return self._scorer
+    TREES_LABEL = "specialist ranker"
 
-    @property
-    def backend(self) -> str:
-        """The active backend: "lleaves" (compiled trees) or "lightgbm"."""
-        return self.scorer.backend
-
-    def use_trees(self, settings: TreeSettings, model_file: Path) -> None:
-        """Score with compiled trees where available (`features.compiled.scorer_for`; LightGBM
-        otherwise, with one log line saying why), and bound every model call's threads.
-        ValueError when `settings.backend` is "lleaves" and they are unavailable."""
-        self._scorer = scorer_for(
-            self.booster, model_file, settings, "specialist ranker", self.features
-        )
-        self._attribution = None
+    def _tree_columns(self) -> tuple[str, ...] | None:
+        return self.features
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
         """Ranking scores (only their order within a referral means anything)."""

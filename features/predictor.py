@@ -26,7 +26,12 @@ import numpy as np
 import pandas as pd
 
 from features.attribution import PathAttribution, top_features
-from features.compiled import LightGBMScorer, TreeScorer, TreeSettings, lightgbm_threads, scorer_for
+from features.compiled import (
+    CompiledScoring,
+    TreeScorer,
+    TreeSettings,
+    lightgbm_threads,
+)
 from features.lgb_io import load_booster
 from features.no_show import NoShowFeatureSpec, build_features
 
@@ -34,7 +39,7 @@ DEFAULT_TIERS = {"medium": 0.15, "high": 0.30}  # risk >= threshold -> tier
 
 
 @dataclass
-class NoShowPredictor:
+class NoShowPredictor(CompiledScoring):
     """Calibrated no-show risk for flat appointment rows."""
 
     booster: lgb.Booster
@@ -44,24 +49,7 @@ class NoShowPredictor:
     _attribution: PathAttribution | None = field(default=None, init=False, repr=False)
     _scorer: TreeScorer | None = field(default=None, init=False, repr=False)
 
-    @property
-    def scorer(self) -> TreeScorer:
-        """What computes raw scores: the serving set-up's (`use_trees`), else plain LightGBM."""
-        if self._scorer is None:
-            self._scorer = LightGBMScorer(self.booster)
-        return self._scorer
-
-    @property
-    def backend(self) -> str:
-        """The active backend: "lleaves" (compiled trees) or "lightgbm"."""
-        return self.scorer.backend
-
-    def use_trees(self, settings: TreeSettings, model_file: Path) -> None:
-        """Score with compiled trees where available (`features.compiled.scorer_for`; LightGBM
-        otherwise, with one log line saying why), and bound every model call's threads.
-        ValueError when `settings.backend` is "lleaves" and they are unavailable."""
-        self._scorer = scorer_for(self.booster, model_file, settings, "no-show model")
-        self._attribution = None
+    TREES_LABEL = "no-show model"
 
     @property
     def tiers(self) -> dict[str, float]:
