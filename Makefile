@@ -18,7 +18,7 @@ SEED ?= 7
 PG_INITDB := $(wildcard /usr/lib/postgresql/*/bin/initdb)
 CHROMIUM := $(wildcard /usr/bin/chromium)
 
-.PHONY: setup postgres-deps browser-deps demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-ranker promote-ranker recommend store export serve test test-fast lint format bench bento clean help
+.PHONY: setup postgres-deps browser-deps demo demo-batch demo-keys world validate train-no-show promote-no-show score-no-show train-uplift promote-uplift train-ranker promote-ranker recommend store export serve test test-fast lint format bench bento clean help
 
 help:
 	@echo "make demo   - set up; generate a $(SIZE) world into $(WORLD) and validate it; train, promote and use the no-show model and the specialist ranker; serve both on 127.0.0.1:$(PORT) (a rerun reuses all that; REBUILD=1 redoes it)"
@@ -53,7 +53,7 @@ ifneq ($(REBUILD),)
 endif
 	@test -f mlflow.db || rm -f $(STAMPS)/no-show $(STAMPS)/ranker
 	@test -f referral.db || rm -f $(STAMPS)/store
-	@$(MAKE) --no-print-directory $(STAMPS)/no-show $(STAMPS)/ranker
+	@$(MAKE) --no-print-directory $(STAMPS)/no-show $(STAMPS)/uplift $(STAMPS)/ranker
 
 $(WORLD)/manifest.json: | .venv/.synced
 	$(RUN) referral-ml generate --size $(SIZE) --seed $(SEED) --out $(WORLD)
@@ -63,6 +63,12 @@ $(STAMPS)/no-show: $(WORLD)/manifest.json
 	$(RUN) referral-ml train no-show --data $(WORLD) --metrics-out $(WORLD)/no_show_metrics.json
 	$(RUN) referral-ml promote no-show
 	$(RUN) referral-ml score no-show --data $(WORLD) --upcoming-only --out $(WORLD)/no_show_scores.csv
+	@mkdir -p $(STAMPS) && touch $@
+
+# Who an outreach call helps, ranked against the no-show champion's risk (needs it first).
+$(STAMPS)/uplift: $(STAMPS)/no-show
+	$(RUN) referral-ml train uplift --data $(WORLD) --metrics-out $(WORLD)/uplift_metrics.json
+	$(RUN) referral-ml promote uplift || echo "(not promoted: the service serves no expected benefit)"
 	@mkdir -p $(STAMPS) && touch $@
 
 # On a small world the ranker may not beat every baseline: the gates then refuse it (and the
@@ -91,6 +97,12 @@ promote-no-show: setup
 
 score-no-show: setup
 	$(RUN) referral-ml score no-show --data $(WORLD) --upcoming-only --out $(WORLD)/no_show_scores.csv
+
+train-uplift: setup
+	$(RUN) referral-ml train uplift --data $(WORLD) --metrics-out $(WORLD)/uplift_metrics.json
+
+promote-uplift: setup
+	$(RUN) referral-ml promote uplift
 
 train-ranker: setup
 	$(RUN) referral-ml train ranker --data $(WORLD) --metrics-out $(WORLD)/ranker_metrics.json

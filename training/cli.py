@@ -285,6 +285,124 @@ def _metrics_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+class Learner(StrEnum):
+    logit_interaction = "logit-interaction"
+    t_learner = "t-learner"
+    dr_learner = "dr-learner"
+
+
+class Propensity(StrEnum):
+    randomised = "randomised"
+    estimated = "estimated"
+
+
+@train_app.command("uplift")
+def train_uplift_cmd(
+    data: DataOpt = None,
+    appointments: AppointmentsOpt = None,
+    mapping: MappingOpt = None,
+    learner: Annotated[
+        Learner, typer.Option("--learner", help="The uplift learner to register.")
+    ] = Learner.logit_interaction,
+    propensity: Annotated[
+        Propensity,
+        typer.Option(
+            "--propensity",
+            help="randomised: calls were a randomised trial (the world's); estimated: "
+            "observational calls, weighted by a fitted propensity.",
+        ),
+    ] = Propensity.randomised,
+    risk_model: Annotated[
+        str | None,
+        typer.Option(
+            "--risk-model",
+            help="The no-show model ranked against (a bundle folder or models:/no-show@alias; "
+            "default: the no-show champion).",
+        ),
+    ] = None,
+    call_share: Annotated[
+        float,
+        typer.Option(
+            "--call-share",
+            min=0.001,
+            max=1.0,
+            help="Daily call capacity as a share of an average day's eligible appointments.",
+        ),
+    ] = 0.10,
+    test_from: Annotated[
+        str | None,
+        typer.Option("--test-from", help="First appointment date of the test window (YYYY-MM-DD)."),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    metrics_out: Annotated[
+        Path | None, typer.Option("--metrics-out", help="Write the metrics JSON here.")
+    ] = None,
+    rejected_out: Annotated[
+        Path | None,
+        typer.Option("--rejected-out", help="Where to write rejected rows of --appointments."),
+    ] = None,
+) -> None:
+    """Train the outreach uplift model (who a call helps), evaluate four policies, register it."""
+    import tempfile
+
+    import pandas as pd
+
+    from training.no_show_job import load_no_show_data
+    from training.uplift_job import load_risk_model, train_and_register
+
+    try:
+        start = pd.Timestamp(test_from) if test_from else None
+    except ValueError:
+        raise _fail(f"--test-from: '{test_from}' is not a date (YYYY-MM-DD)") from None
+    try:
+        dataset = load_no_show_data(data, appointments, mapping, rejected_out, say=typer.echo)
+        with tempfile.TemporaryDirectory() as tmp:
+            risk = load_risk_model(risk_model, tracking_uri, Path(tmp))
+        outcome = train_and_register(
+            dataset,
+            risk,
+            learner=learner.value,
+            propensity=propensity.value,
+            call_share=call_share,
+            test_from=start,
+            tracking_uri=tracking_uri,
+            metrics_out=metrics_out,
+        )
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(_uplift_table(outcome.metrics_document))
+    typer.echo(f"\nregistered outreach-uplift version {outcome.version} (run {outcome.run_id})")
+    if metrics_out:
+        typer.echo(f"metrics written to {metrics_out}")
+
+
+def _uplift_table(doc: dict) -> str:
+    rows = doc["policies"]
+    has_true = any(r.get("true_per_100") is not None for r in rows)
+    lines = [
+        f"no-shows prevented per 100 calls, {doc['capacity_per_day']} calls a day "
+        f"(test window, {doc['rows']['test']:,} eligible appointments, "
+        f"{doc['rows']['test_called']:,} called at random)",
+        f"{'policy':24} {'true':>22} {'estimated from outcomes':>26}"
+        if has_true
+        else f"{'policy':24} {'estimated from outcomes':>26}",
+    ]
+    for r in rows:
+        est = (
+            f"{r['estimated_per_100']:6.2f} [{r['estimated_low']:6.2f}, {r['estimated_high']:6.2f}]"
+        )
+        if has_true:
+            true = (
+                f"{r['true_per_100']:6.2f} [{r['true_low']:6.2f}, {r['true_high']:6.2f}]"
+                if r.get("true_per_100") is not None
+                else ""
+            )
+            lines.append(f"{r['policy']:24} {true:>22} {est:>26}")
+        else:
+            lines.append(f"{r['policy']:24} {est:>26}")
+    return "\n".join(lines)
+
+
 @train_app.command("ranker")
 def train_ranker_cmd(
     data: Annotated[
@@ -390,6 +508,16 @@ def recommend(
     typer.echo(text)
 
 
+@promote_app.command("uplift")
+def promote_uplift_cmd(
+    version: VersionOpt = None, force: ForceOpt = False, tracking_uri: TrackingOpt = None
+) -> None:
+    """Set outreach-uplift @champion when the version passes the gates."""
+    from training.uplift_job import promote
+
+    _promote(promote, version, force, tracking_uri)
+
+
 @promote_app.command("no-show")
 def promote_no_show_cmd(
     version: VersionOpt = None, force: ForceOpt = False, tracking_uri: TrackingOpt = None
@@ -441,12 +569,26 @@ def score_no_show_cmd(
 @app.command()
 def export(
     tracking_uri: TrackingOpt = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            help="Comma-separated registered names to export (default: all; outreach-uplift "
+            "only when it has a champion).",
+        ),
+    ] = None,
 ) -> None:
     """Copy the @champion models from the MLflow registry into the BentoML model store."""
-    from training.export import export_champions
+    from training.export import EXPORTS, export_champions
 
+    names = tuple(EXPORTS)
+    if only:
+        names = tuple(n.strip() for n in only.split(",") if n.strip())
+        unknown = [n for n in names if n not in EXPORTS]
+        if unknown or not names:
+            raise _fail(f"--only: unknown model {', '.join(unknown)}; one of {', '.join(EXPORTS)}")
     try:
-        exported = export_champions(tracking_uri)
+        exported = export_champions(tracking_uri, names)
     except (ValueError, LookupError) as exc:
         raise _fail(str(exc)) from None
     for e in exported:

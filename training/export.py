@@ -17,12 +17,14 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from features.compiled import BACKEND_ENV, build_library
 from features.matcher import SpecialistRanker
 from features.predictor import NoShowPredictor
+from features.uplift import UpliftPredictor
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,14 @@ REPORTS_DIR = "reports"  # in an exported model: the run's card, plots and metri
 EXPORT_LAYOUT = "3"
 
 # registered model name -> (BentoML model name, bundle check)
-EXPORTS = {
+EXPORTS: dict[str, tuple[str, Callable[[Path], object]]] = {
     "specialist-ranker": ("specialist-ranker", SpecialistRanker.load),
     "no-show": ("no-show", NoShowPredictor.load),
+    "outreach-uplift": ("outreach-uplift", UpliftPredictor.load),
 }
+# Exported when it has a champion, skipped otherwise: the service serves without it (the
+# expected benefit is then null).
+OPTIONAL = frozenset({"outreach-uplift"})
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ def export_champions(
 
     registry.configure(tracking_uri)
     champions = {name: registry.champion(name) for name in names}
-    missing = [name for name, found in champions.items() if found is None]
+    names = tuple(n for n in names if champions[n] is not None or n not in OPTIONAL)
+    missing = [name for name in names if champions[name] is None]
     if missing:  # checked first, so a failed export writes nothing
         raise LookupError(
             f"no @champion for {', '.join(repr(m) for m in missing)}: train and promote a "
@@ -94,7 +101,7 @@ def export_champions(
                 (target / "VERSION").write_text(f"{champion.version}\n")
                 if champion.run_id:
                     _copy_reports(registry, champion.run_id, Path(tmp) / "run", target)
-                trees = compile_trees(target)
+                trees = compile_trees(target) if (target / "model.txt").exists() else None
             stored = Path(bentoml.models.get(model.tag).path)
             out.append(
                 Exported(name, str(champion.version), str(model.tag), stored, compiled_trees=trees)

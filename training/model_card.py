@@ -653,3 +653,606 @@ def _ranker_limits(data: Mapping[str, Any]) -> list[str]:
         world,
     ]
     return ["## Known limitations", "", *(f"- {x}" for x in items), ""]
+
+
+# ---------------------------------------------------------------- outreach-uplift card
+
+UPLIFT_SECTIONS = (
+    "Model details",
+    "Intended use",
+    "Training population",
+    "Evaluation",
+    "Effect terms",
+    "Promotion gates",
+    "Limits",
+)
+UPLIFT_MIN_LEAD_DAYS = 2.0  # as features.uplift.DEFAULT_MIN_LEAD_DAYS
+UPLIFT_POLICIES = (  # the four policies of the main table, in order
+    ("uplift", "uplift"),
+    ("risk", "risk (today's worklist)"),
+    ("random", "random"),
+    ("oracle", "oracle (true effect; synthetic only)"),
+)
+UPLIFT_KINDS = (
+    ("true", "True: prevented per 100 calls [95% CI]"),
+    ("estimated", "Estimated from outcomes: per 100 calls [95% CI]"),
+)
+EVIDENCE = {
+    "true": "by the true effects of the synthetic world",
+    "estimated": "as estimated from the outcomes",
+}
+SOURCE = {"true": "true effects", "estimated": "estimated from the outcomes"}
+
+
+def render_uplift_card(card: Mapping[str, Any]) -> str:
+    """Markdown model card of an outreach-uplift run.
+
+    Sections: Model details, Intended use, Training population, Evaluation (the four-policy
+    table, the other learners, a paragraph on whether uplift beats the risk worklist written
+    from the numbers, ranking and calibration), Effect terms, Promotion gates, Limits. Every
+    key is optional; a missing part is rendered as "not recorded" (or the section says so),
+    never as an error. Term names that look like race or ethnicity are refused (ValueError).
+    Per-100 figures are shown with 2 decimals.
+
+    Schema (a full example; the values of `training.uplift.UpliftTraining`):
+
+        {
+            "name": "outreach-uplift",
+            "version": "4",                           # registry version, str or int
+            "trained_at": "2025-07-01T09:12:00+00:00",  # str, date or datetime
+            "learner": "logit-interaction",           # or "t-learner", "dr-learner"
+            "propensity": "randomised",               # or "estimated" (observational calls)
+            "min_lead_days": 2.0,                     # the population: booked >= this ahead
+            "data": {
+                "source": "synthetic world data/world-medium",
+                "synthetic": True,                    # True: generated world with true effects
+                "rows": {"eligible": 92_210, "called": 11_052,
+                         "test": 18_576, "test_called": 2_223},
+                "windows": {"fit": "2024-01-04 .. 2025-03-17",
+                            "test": "2025-03-18 .. 2025-06-30"},
+            },
+            "capacity_per_day": 25,                   # calls a day of every policy
+            "call_share": 0.10,                       # capacity as a share of a day's visits
+            "policies": r.policies.to_dict("records"),  # or the frame: policy, calls,
+                                                      # estimated_per_100/_low/_high and, with
+                                                      # truth, true_per_100/_low/_high
+            "differences": r.metrics["differences"],  # uplift_minus_{risk,random}_{estimated,
+                                                      # true}: {"value", "low", "high"}
+            "auuc": r.metrics["auuc"],                # {estimated,true}_{uplift,risk,oracle}
+            "average_benefit": r.metrics["average_benefit"],  # predicted, estimated,
+                                                      # estimated_se, true (probabilities)
+            "rank_correlation_with_true_effect": {"uplift": 0.71, "risk": 0.71},  # truth only
+            "terms": [{"term": "constant", "coefficient": -0.26}, ...],  # logit-interaction
+            "gates": [GateResult.to_dict(), ...],     # name, passed, value, threshold, detail
+            "limits": ["Extra caveat for this run."], # appended to the standard limits
+        }
+    """
+    terms = _records(card.get("terms"))
+    audit = [
+        str(t.get("term"))
+        for t in terms
+        if any(m in str(t.get("term")).lower() for m in AUDIT_ONLY_MARKERS)
+    ]
+    if audit:
+        raise ValueError(
+            f"effect terms {audit} look like race/ethnicity: those are audit-only, never inputs"
+        )
+    data = _mapping(card.get("data"))
+    parts = [
+        f"# Model card: {_text(card.get('name'), 'outreach-uplift')} "
+        f"(version {_text(card.get('version'))})",
+        "",
+        "Estimates, for an appointment booked ahead, how much an outreach call lowers the "
+        "chance of a no-show (the expected benefit of a call), so that the day's limited calls "
+        "go to the patients a call helps most rather than simply to the riskiest.",
+        "",
+        *_uplift_details(card, data),
+        *_uplift_intended_use(),
+        *_uplift_population(card, data),
+        *_uplift_evaluation(card, data),
+        *_uplift_terms(card.get("learner"), terms),
+        *_uplift_gates(card.get("gates")),
+        *_uplift_limits(card, data),
+    ]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _records(value: Any) -> list[Mapping[str, Any]]:
+    """Records of a frame or a list of mappings (objects with `to_dict` too); [] otherwise."""
+    if value is None or isinstance(value, str | bytes | Mapping):
+        return []
+    if isinstance(value, pd.DataFrame):
+        return list(value.to_dict(orient="records"))
+    out = []
+    for item in value:
+        if not isinstance(item, Mapping) and callable(getattr(item, "to_dict", None)):
+            item = item.to_dict()
+        if isinstance(item, Mapping):
+            out.append(item)
+    return out
+
+
+def _finite(value: Any) -> float | None:
+    if _missing(value) or isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _per100(value: Any, signed: bool = False) -> str:
+    """A figure per 100 calls with 2 decimals ('—' when missing)."""
+    x = _finite(value)
+    if x is None:
+        return "—"
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
+def _points(value: Any) -> str:
+    """A probability as percentage points with 2 decimals."""
+    x = _finite(value)
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def _min_lead(card: Mapping[str, Any]) -> str:
+    x = _finite(card.get("min_lead_days"))
+    return f"{UPLIFT_MIN_LEAD_DAYS if x is None else x:g}"
+
+
+def _share(value: Any) -> str:
+    x = _finite(value)
+    return "—" if x is None else f"{x:.0%}"
+
+
+def _propensity_text(propensity: Any) -> str:
+    if propensity == "randomised":
+        return "randomised (constant: the share of appointments called)"
+    if propensity == "estimated":
+        return (
+            "estimated (cross-fitted logistic model of the call on the features, clipped to "
+            "[0.05, 0.95]; rows weighted by its inverse)"
+        )
+    return _text(propensity)
+
+
+def _uplift_details(card: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    rows = _head_rows(card, data, "effects of a call", "appointments")
+    counts = _mapping(data.get("rows"))
+    capacity = _count(card.get("capacity_per_day"))
+    if _finite(card.get("call_share")) is not None:
+        capacity += f" ({_share(card.get('call_share'))} of an average day's eligible visits)"
+    rows += [
+        ["Learner", _cell(card.get("learner"))],
+        ["Propensity", _cell(_propensity_text(card.get("propensity")))],
+        ["Calls a day (capacity)", _cell(capacity)],
+        ["Eligible appointments", _count(counts.get("eligible"))],
+        ["Called", _count(counts.get("called"))],
+        ["Test appointments", _count(counts.get("test"))],
+        ["Called in the test window", _count(counts.get("test_called"))],
+    ]
+    for name, span in _mapping(data.get("windows")).items():
+        rows.append([f"{_pretty(str(name)).capitalize()} window", _cell(span)])
+    return ["## Model details", "", *_table(["Field", "Value"], rows)]
+
+
+def _uplift_intended_use() -> list[str]:
+    return [
+        "## Intended use",
+        "",
+        "Decide whom to offer an outreach call (a reminder, help with transport or with "
+        "rescheduling) within the day's calling capacity: each day, offer the calls to the "
+        "appointments with the highest expected benefit, the no-shows a call is expected to "
+        "prevent.",
+        "",
+        "> **Warning — risk and benefit are for offering help, never for denying or rationing "
+        "care.** A low expected benefit means a call is not expected to change much, not that "
+        "a patient deserves less: never use it to deny, delay or ration care, to overbook, or "
+        "to withhold support a patient asks for. **The expected benefit is an estimate for a "
+        "population, not a promise for a person:** it is the average effect of a call among "
+        "appointments like this one; this patient may gain more, or nothing. Covered entities "
+        "must identify and mitigate the risk of discrimination from patient care decision "
+        "support tools (45 CFR 92.210, Section 1557 of the Affordable Care Act).",
+        "",
+    ]
+
+
+def _uplift_population(card: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    counts = _mapping(data.get("rows"))
+    lead = _min_lead(card)
+    propensity = card.get("propensity")
+    called, eligible = _finite(counts.get("called")), _finite(counts.get("eligible"))
+    share = f" ({called / eligible:.1%})" if called is not None and eligible else ""
+    tally = (
+        f" {_count(called)} of the {_count(eligible)} were called{share}."
+        if called is not None and eligible is not None
+        else ""
+    )
+    if propensity == "estimated":
+        who = "in which staff chose whom to call"
+    else:
+        who = "whose outreach call was randomised"
+    lines = [
+        "## Training population",
+        "",
+        f"Only appointments booked at least {lead} days ahead that ended as attended or "
+        f"missed: the population {who}.{tally} Appointments booked later than that (there was "
+        "no time to call) are not in it, and the model's benefit for them is not an estimate.",
+        "",
+    ]
+    if propensity == "randomised":
+        lines += [
+            "The call was assigned at random, so called and uncalled appointments are "
+            "comparable: the effects rest on the randomisation, with the share called as the "
+            "propensity.",
+            "",
+        ]
+    elif propensity == "estimated":
+        lines += [
+            "**Propensity estimated: observational calls.** The calls went to whom staff "
+            "chose, so every learner weights rows by the inverse of an estimated propensity "
+            "(a cross-fitted logistic model of the call on the features, clipped to "
+            "[0.05, 0.95]). That removes confounding by the features only: every figure "
+            "**assumes no unmeasured confounding**, no reason for calling (or not) that the "
+            "features do not carry and that also changes attendance. If staff called patients "
+            "for reasons they saw and the data do not, the effects are biased.",
+            "",
+        ]
+    else:
+        lines += ["Propensity (randomised or estimated) not recorded.", ""]
+    if data.get("synthetic") is True:
+        lines += [
+            "The synthetic world also records each appointment's true effect of a call; it is "
+            "used only to evaluate, never to fit.",
+            "",
+        ]
+    return lines
+
+
+def _policy_row(label: str, record: Mapping[str, Any], kinds: Sequence[str]) -> list[str]:
+    calls = _count(record.get("calls"))
+    if record.get("policy") == "random":
+        calls = f"expected value (mean of {calls})"
+    cells = []
+    for kind in kinds:
+        value = record.get(f"{kind}_per_100")
+        low, high = record.get(f"{kind}_low"), record.get(f"{kind}_high")
+        if _finite(value) is None:
+            cells.append("—")
+        elif _finite(low) is None or _finite(high) is None:
+            cells.append(_per100(value))
+        else:
+            cells.append(f"{_per100(value)} [{_per100(low)}, {_per100(high)}]")
+    return [_cell(label), _cell(calls), *cells]
+
+
+def _interval_of(value: Any) -> tuple[float, float, float] | None:
+    d = _mapping(value)
+    point, low, high = (_finite(d.get(k)) for k in ("value", "low", "high"))
+    if point is None or low is None or high is None:
+        return None
+    return point, low, high
+
+
+def _verdict(low: float, high: float) -> str:
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "unclear"
+
+
+def _why_wide(card: Mapping[str, Any], uplift: Mapping[str, Any]) -> str:
+    counts = _mapping(_mapping(card.get("data")).get("rows"))
+    called, test = _finite(counts.get("test_called")), _finite(counts.get("test"))
+    if called is None:
+        few = "few test appointments were called (the count was not recorded)"
+    elif test is None:
+        few = f"only {_count(called)} test appointments were called"
+    else:
+        few = f"only {_count(called)} of the {_count(test)} test appointments were called"
+    low, high = _finite(uplift.get("estimated_low")), _finite(uplift.get("estimated_high"))
+    spread = ""
+    if low is not None and high is not None:
+        spread = (
+            f"; the uplift policy's own estimate spans ±{(high - low) / 2:.1f} no-shows per "
+            "100 calls"
+        )
+    return (
+        f"The outcome-based intervals are wide because {few}: a policy's estimate rests on "
+        "the few called (and the uncalled) appointments among those it picks, and the effect "
+        f"of a call is small next to the noise of who misses a visit{spread}."
+    )
+
+
+def _comparison(card: Mapping[str, Any], by: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The honest paragraph: does uplift beat the risk worklist, by how much, how sure."""
+    diffs = _mapping(card.get("differences"))
+    true_d = _interval_of(diffs.get("uplift_minus_risk_true"))
+    est_d = _interval_of(diffs.get("uplift_minus_risk_estimated"))
+    lines = ["### Does uplift beat the risk worklist?", ""]
+    if true_d is None and est_d is None:
+        return [*lines, "The comparison of uplift with the risk worklist was not recorded.", ""]
+    basis = "true" if true_d is not None else "estimated"
+    chosen = true_d if true_d is not None else est_d
+    assert chosen is not None
+    point, low, high = chosen
+    uplift, risk = by.get("uplift", {}), by.get("risk", {})
+    u, r = _finite(uplift.get(f"{basis}_per_100")), _finite(risk.get(f"{basis}_per_100"))
+    figures = ""
+    if u is not None and r is not None:
+        figures = f" ({u:.2f} vs {r:.2f} no-shows prevented per 100 calls)"
+    ci = f"95% interval {low:+.2f} to {high:+.2f}"
+    verdict = _verdict(low, high)
+    evidence = EVIDENCE[basis]
+    if verdict == "better":
+        text = (
+            f"**Uplift beats the risk worklist** {evidence}: calling by expected benefit "
+            f"prevents {point:.2f} more no-shows per 100 calls than calling the riskiest"
+            f"{figures}, {ci}."
+        )
+    elif verdict == "worse":
+        text = (
+            f"**Uplift does worse than the risk worklist** {evidence}: calling by expected "
+            f"benefit prevents {-point:.2f} fewer no-shows per 100 calls than calling the "
+            f"riskiest{figures}, {ci}. Keep calling by risk."
+        )
+    else:
+        text = (
+            f"**Uplift and the risk worklist cannot be told apart** {evidence}: the difference "
+            f"is {point:+.2f} no-shows prevented per 100 calls{figures}, and its {ci} "
+            "includes zero."
+        )
+    paragraph = [text]
+    if basis == "true":
+        paragraph.append(
+            "(The true-effect intervals are narrow because every appointment's effect is "
+            "known: only the resampling of test days varies.)"
+        )
+        if est_d is not None:
+            e_point, e_low, e_high = est_d
+            e_ci = f"{e_point:+.2f} [{e_low:+.2f}, {e_high:+.2f}]"
+            e_verdict = _verdict(e_low, e_high)
+            if e_verdict == "unclear":
+                paragraph.append(
+                    "From the outcomes alone, the only evidence a real clinic has, the "
+                    f"difference is {e_ci} per 100 calls: too wide to tell uplift from risk. "
+                    + _why_wide(card, uplift)
+                )
+            elif e_verdict == verdict:
+                paragraph.append(f"The estimate from the outcomes alone agrees: {e_ci}.")
+            else:
+                said = "better" if e_verdict == "better" else "worse"
+                paragraph.append(
+                    f"The estimate from the outcomes alone says uplift is {said} ({e_ci}), "
+                    "unlike the true effects: a warning that it is noisy. "
+                    + _why_wide(card, uplift)
+                )
+    elif verdict == "unclear":
+        paragraph.append(
+            _why_wide(card, uplift) + " More (randomised) calls are needed before replacing "
+            "the risk worklist on this evidence."
+        )
+    random_d = _interval_of(diffs.get(f"uplift_minus_random_{basis}"))
+    if random_d is not None:
+        rp, rl, rh = random_d
+        paragraph.append(
+            f"Against calling at random, uplift prevents {rp:+.2f} no-shows per 100 calls "
+            f"[{rl:+.2f}, {rh:+.2f}] ({SOURCE[basis]})."
+        )
+    return [*lines, " ".join(paragraph), ""]
+
+
+def _uplift_evaluation(card: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    lines = ["## Evaluation", ""]
+    records = _records(card.get("policies"))
+    by = {str(r.get("policy")): r for r in records}
+    truth = any(_finite(r.get("true_per_100")) is not None for r in records)
+    kinds = [k for k, _ in UPLIFT_KINDS if k == "estimated" or truth]
+    window = _mapping(data.get("windows")).get("test")
+    where = f"Test window ({_text(window)})" if window else "Test window"
+    capacity = _count(card.get("capacity_per_day"))
+    outcomes = (
+        "the outcomes, weighted by the estimated propensity"
+        if card.get("propensity") == "estimated"
+        else "the randomised outcomes"
+    )
+    lines += [
+        f"{where}, later in time than every row the models were fitted on. Each policy calls at "
+        f"most {capacity} appointments a day, highest score first; the figures are no-shows "
+        "prevented per 100 calls with 95% bootstrap intervals over test days. **Estimated** is "
+        "the mean doubly robust pseudo-outcome of the appointments called, from "
+        f"{outcomes} (needs no truth: what a real clinic can measure)."
+        + (
+            " **True** is the mean true effect of those called (synthetic world only)."
+            if truth
+            else " No true figures: the true effects are unknown for this data."
+        ),
+        "",
+    ]
+    if not records:
+        lines += ["Policy evaluation not recorded.", ""]
+    else:
+        learner = card.get("learner")
+        header = ["Policy", "Calls", *(label for k, label in UPLIFT_KINDS if k in kinds)]
+        main = []
+        for key, label in UPLIFT_POLICIES:
+            if key not in by:
+                continue
+            if key == "uplift":
+                label = f"**uplift ({_text(learner, 'chosen learner')})**"
+            main.append(_policy_row(label, by[key], kinds))
+        lines += _table(header, main)
+        note = (
+            "Risk is today's worklist: the riskiest appointments (the no-show model's risk "
+            "without a call) first. Random is the expected value of calling at random."
+        )
+        if "oracle" in by:
+            note += " The oracle calls by the true effect: no policy can do better."
+        lines += [note, ""]
+        others = [r for r in records if str(r.get("policy")) not in dict(UPLIFT_POLICIES)]
+        if others:
+            lines += [
+                "### Other learners",
+                "",
+                "The learners not chosen, fitted on the same rows and evaluated the same way:",
+                "",
+                *_table(header, [_policy_row(str(r.get("policy")), r, kinds) for r in others]),
+            ]
+    lines += _comparison(card, by)
+    lines += _ranking_and_calibration(card)
+    return lines
+
+
+def _ranking_and_calibration(card: Mapping[str, Any]) -> list[str]:
+    lines = ["### Ranking and calibration", ""]
+    areas = _mapping(card.get("auuc"))
+    names: list[str] = []
+    for key in areas:
+        for kind in ("estimated_", "true_"):
+            if str(key).startswith(kind) and str(key)[len(kind) :] not in names:
+                names.append(str(key)[len(kind) :])
+    if names:
+        truth = any(str(k).startswith("true_") for k in areas)
+        header = ["Score", "AUUC, estimated", *(["AUUC, true"] if truth else [])]
+        rows = []
+        for name in names:
+            row = [_cell(name), _per100(_scaled(areas.get(f"estimated_{name}")))]
+            if truth:
+                row.append(_per100(_scaled(areas.get(f"true_{name}"))))
+            rows.append(row)
+        lines += [
+            "Area under the Qini curve (AUUC): cumulative no-shows prevented per 100 test "
+            "appointments as the share called, best-first by each score, goes from 0 to 100% "
+            "(ranked over the whole window). Calling at random gives half the curves' end point.",
+            "",
+            *_table(header, rows),
+        ]
+    else:
+        lines += ["AUUC not recorded.", ""]
+    benefit = _mapping(card.get("average_benefit"))
+    if benefit:
+        se = _finite(benefit.get("estimated_se"))
+        plus = f" ± {_points(1.96 * se)}" if se is not None else ""
+        true = (
+            f", true {_points(benefit.get('true'))}"
+            if _finite(benefit.get("true")) is not None
+            else ""
+        )
+        lines += [
+            "Average benefit of a call over the test appointments, in percentage points of "
+            f"no-show probability: predicted {_points(benefit.get('predicted'))}, estimated "
+            f"from the outcomes {_points(benefit.get('estimated'))}{plus}{true}.",
+            "",
+        ]
+    correlation = _mapping(card.get("rank_correlation_with_true_effect"))
+    if correlation:
+        shown = ", ".join(f"{_pretty(str(k))} {_num(v)}" for k, v in correlation.items())
+        lines += [f"Spearman rank correlation with the true effect: {shown}.", ""]
+    return lines
+
+
+def _scaled(value: Any) -> float | None:
+    x = _finite(value)
+    return None if x is None else 100 * x
+
+
+def _uplift_terms(learner: Any, terms: list[Mapping[str, Any]]) -> list[str]:
+    lines = ["## Effect terms", ""]
+    if learner not in (None, "logit-interaction"):
+        return [
+            *lines,
+            f"The {_text(learner)} learner has no effect terms to show: its benefit comes from "
+            "LightGBM models.",
+            "",
+        ]
+    if not terms:
+        return [*lines, "Effect terms not recorded.", ""]
+    lines += [
+        "The logit-interaction learner: a call shifts the log-odds of a no-show by "
+        "constant + Σ coefficient × term. Each coefficient is the change in the log-odds of a "
+        "no-show when called per unit of the standardised term (numeric terms: one standard "
+        "deviation of the fit window from its mean; `column = level`: that level instead of "
+        "the most common one; `column >= value`: at or above the threshold). **Negative = the "
+        "call helps more** (fewer no-shows); positive = it helps less. The constant is the "
+        "shift for an appointment at the mean of every numeric term and the reference level "
+        "of every indicator.",
+        "",
+    ]
+    rows = []
+    for t in terms:
+        name = str(t.get("term"))
+        coef = _finite(t.get("coefficient"))
+        if coef is None:
+            reading, ratio = "—", "—"
+        else:
+            ratio = f"{math.exp(coef):.3f}"
+            if name == "constant":
+                reading = "a call lowers no-shows" if coef < 0 else "a call does not lower them"
+            else:
+                reading = "call helps more" if coef < 0 else ("call helps less" if coef else "—")
+        rows.append([f"`{_cell(name)}`", _num(coef), ratio, reading])
+    return lines + _table(["Term", "Coefficient", "Odds ratio per unit", "Reading"], rows)
+
+
+def _uplift_gates(gates: Any) -> list[str]:
+    lines = ["## Promotion gates", ""]
+    records = _records(gates)
+    if not records:
+        return [*lines, "Not evaluated for this run.", ""]
+    failed = [str(r.get("name")) for r in records if r.get("passed") is not True]
+    if failed:
+        lines += [f"**{len(failed)} of {len(records)} gate(s) failed:** {', '.join(failed)}.", ""]
+    else:
+        lines += [f"All {len(records)} gates passed.", ""]
+    rows = [
+        [
+            _cell(r.get("name")),
+            "pass" if r.get("passed") is True else "**FAIL**",
+            _num(r.get("value")),
+            _num(r.get("threshold")),
+            _cell(r.get("detail")),
+        ]
+        for r in records
+    ]
+    return lines + _table(["Gate", "Result", "Value", "Threshold", "Detail"], rows)
+
+
+def _uplift_limits(card: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    synthetic = data.get("synthetic")
+    if synthetic is True:
+        world = (
+            "**Synthetic data.** Trained and evaluated on a generated world whose effects of a "
+            "call are known: the numbers show what the method recovers there, not how much a "
+            "call helps at a real clinic."
+        )
+    elif synthetic is False:
+        world = (
+            "**Own data, one setting.** Trained on one organisation's calls; the effects need "
+            "not carry over to other clinics, populations, callers or call scripts."
+        )
+    else:
+        world = (
+            "**Data origin not recorded.** If the rows were synthetic, the numbers say nothing "
+            "about a real clinic; if they were real, they describe one setting only."
+        )
+    items = [
+        "**Race and ethnicity are never inputs**, neither of the no-show features nor of the "
+        "effect terms.",
+        f"**Only the randomised population.** Effects are estimated for appointments booked at "
+        f"least {_min_lead(card)} days ahead, where calls were made; for later bookings, or "
+        "for patients, clinics or kinds of call unlike those in the data, the model "
+        "extrapolates and its benefit is not an estimate.",
+        world,
+        "**One capacity, one call.** The per-100 figures hold for the capacity evaluated "
+        f"({_count(card.get('capacity_per_day'))} calls a day) and for the calls as they were "
+        "made; a different capacity, caller, script or channel changes them.",
+    ]
+    if card.get("propensity") == "estimated":
+        items.append(
+            "**Observational calls.** With an estimated propensity every effect assumes no "
+            "unmeasured confounding; it cannot be checked from these data."
+        )
+    items += [str(x) for x in card.get("limits") or []]
+    return ["## Limits", "", *(f"- {x}" for x in items), ""]

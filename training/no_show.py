@@ -54,6 +54,8 @@ class NoShowData:
     flat: pd.DataFrame
     source: str  # "synthetic world" or the own file's name
     truth: pd.Series | None = None  # true no-show probability by appointment_id (synthetic only)
+    # p(no-show | no call) - p(no-show | call) by appointment_id (synthetic only)
+    truth_effect: pd.Series | None = None
     extra_numeric: list[str] = field(default_factory=list)
     extra_categorical: list[str] = field(default_factory=list)
 
@@ -84,10 +86,15 @@ def load_world(directory: Path, appointments: pd.DataFrame | None = None) -> NoS
         tables["appointments"] = appointments
     flat = flatten_world(tables)
     truth_path = directory / "truth" / "appointments.parquet"
-    truth = None
+    truth = effect = None
     if truth_path.exists():
-        truth = true_probability(flat, pd.read_parquet(truth_path))
-    return NoShowData(flat=flat, source=f"synthetic world {directory}", truth=truth)
+        truth_table = pd.read_parquet(truth_path)
+        truth = true_probability(flat, truth_table)
+        if "outreach_effect" in truth_table:
+            effect = truth_table.set_index("appointment_id")["outreach_effect"]
+    return NoShowData(
+        flat=flat, source=f"synthetic world {directory}", truth=truth, truth_effect=effect
+    )
 
 
 def true_probability(flat: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:

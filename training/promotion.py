@@ -13,6 +13,17 @@ utility on synthetic data ("oracle") and against the logged outcome grades other
 - vs_champion: not worse than the champion by more than RANK_TOLERANCE (both rescored here);
 - urgency: for each urgency with at least URGENCY_MIN_REFERRALS referrals, not worse than the
   hand-weighted rule by more than RANK_TOLERANCE (urgent patients must not pay for the average).
+
+Outreach-uplift gates, on the candidate's test window, each day calling the daily capacity the
+model was trained for. "Prevented" is measured with the best evidence the rows carry: the true
+effects on synthetic worlds, otherwise the doubly robust estimate from the randomised outcomes
+(the detail says which); intervals are 95% bootstrap intervals over days:
+- beats_random: no-shows prevented per 100 calls above a random choice (interval above 0);
+- not_worse_than_risk: not clearly worse than ranking by risk, today's worklist (the interval
+  of the difference reaches 0 or above);
+- vs_champion: not worse than the champion by more than UPLIFT_TOLERANCE per 100 calls;
+- average_benefit: the mean predicted benefit within 1.96 standard errors (+ 0.5 points) of
+  the benefit estimated from the randomised outcomes, so the figures shown are not inflated.
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ MAX_ECE = 0.03
 RATIO_BAND = (0.8, 1.25)
 RANK_TOLERANCE = 0.005
 URGENCY_MIN_REFERRALS = 100
+UPLIFT_TOLERANCE = 0.5  # no-shows prevented per 100 calls
+AVERAGE_BENEFIT_SLACK = 0.005
 
 
 @dataclass(frozen=True)
@@ -247,3 +260,95 @@ def promote_version(
     against = f"champion v{current.version}" if current is not None else "no current champion"
     message = f"{name} v{candidate.version} vs {against}: {verb}\n{summarize(results)}"
     return passed or force, results, message
+
+
+def uplift_gates(
+    day: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray | None,
+    risk: np.ndarray,
+    pseudo_outcome: np.ndarray,
+    true_effect: np.ndarray | None,
+    *,
+    capacity: int,
+    seed: int = 7,
+) -> list[GateResult]:
+    """Evaluate the outreach-uplift gates on one shared set of test rows (benefits may be NaN
+    where not estimated: never called)."""
+    from training.uplift import bootstrap_days, policy_picks
+
+    evidence = "true effects" if true_effect is not None else "outcome-based (doubly robust)"
+    value = true_effect if true_effect is not None else pseudo_outcome
+    picks = {
+        "candidate": policy_picks(candidate, day, capacity),
+        "risk": policy_picks(risk, day, capacity),
+        "random": np.ones(len(day), bool),
+    }
+    if champion is not None:
+        picks["champion"] = policy_picks(champion, day, capacity)
+    boot = bootstrap_days(day, {"v": value}, picks, seed)
+    per_100 = {k: float(100 * value[m].mean()) for k, m in picks.items()}
+
+    def diff(other: str) -> tuple[float, float, float]:
+        d = boot["candidate:v"] - boot[f"{other}:v"]
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        return per_100["candidate"] - per_100[other], float(lo), float(hi)
+
+    results = []
+    point, lo, hi = diff("random")
+    results.append(
+        GateResult(
+            "beats_random",
+            lo > 0,
+            lo,
+            0.0,
+            f"{per_100['candidate']:.2f} vs {per_100['random']:.2f} no-shows prevented per 100 "
+            f"calls at {capacity}/day ({evidence}); difference {point:+.2f} [{lo:+.2f}, {hi:+.2f}]",
+        )
+    )
+    point, lo, hi = diff("risk")
+    results.append(
+        GateResult(
+            "not_worse_than_risk",
+            hi >= 0,
+            hi,
+            0.0,
+            f"{per_100['candidate']:.2f} vs {per_100['risk']:.2f} for ranking by risk "
+            f"({evidence}); difference {point:+.2f} [{lo:+.2f}, {hi:+.2f}]",
+        )
+    )
+    if champion is None:
+        results.append(
+            GateResult(
+                "vs_champion", True, per_100["candidate"], float("nan"), "no current champion"
+            )
+        )
+    else:
+        floor = per_100["champion"] - UPLIFT_TOLERANCE
+        results.append(
+            GateResult(
+                "vs_champion",
+                per_100["candidate"] >= floor,
+                per_100["candidate"],
+                floor,
+                f"{per_100['candidate']:.2f} vs champion {per_100['champion']:.2f} per 100 calls "
+                f"({evidence}; allowed down to -{UPLIFT_TOLERANCE})",
+            )
+        )
+    ok = ~np.isnan(candidate)
+    predicted = float(np.mean(candidate[ok])) if ok.any() else float("nan")
+    estimated = float(np.mean(pseudo_outcome[ok])) if ok.any() else float("nan")
+    se = float(np.std(pseudo_outcome[ok]) / np.sqrt(max(ok.sum(), 1)))
+    allowed = 1.96 * se + AVERAGE_BENEFIT_SLACK
+    gap = abs(predicted - estimated)
+    results.append(
+        GateResult(
+            "average_benefit",
+            bool(gap <= allowed),
+            gap,
+            allowed,
+            f"mean predicted benefit {100 * predicted:.2f} points vs {100 * estimated:.2f} "
+            f"estimated from the randomised outcomes (+/- {100 * allowed:.2f} allowed)",
+        )
+    )
+    return results

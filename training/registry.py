@@ -240,6 +240,28 @@ class RankerBundleModel(_BundlePyfunc):
         return pd.DataFrame({"score": model.score(model_input)})
 
 
+class UpliftBundleModel(_BundlePyfunc):
+    """pyfunc wrapper of an outreach-uplift bundle: flat appointment rows with the no-show
+    `risk` (without a call) in, appointment_id/expected_benefit out (NaN where the effect is not
+    estimated). History features take their no-history defaults, as in `BundleModel`."""
+
+    @staticmethod
+    def _load(directory: Path) -> Any:
+        from features.uplift import UpliftPredictor
+
+        return UpliftPredictor.load(directory)
+
+    def _answer(self, model: Any, model_input: pd.DataFrame) -> pd.DataFrame:
+        X = model.features(model_input, None)
+        benefit = model.expected_benefit(X, model_input["risk"].to_numpy(dtype=float))
+        return pd.DataFrame(
+            {
+                "appointment_id": model_input["appointment_id"].to_numpy(),
+                "expected_benefit": benefit,
+            }
+        )
+
+
 def run_metadata(name: str, run_id: str) -> dict[str, str]:
     """What every bundle records of the run that trained it (the service's /model_info)."""
     return {
