@@ -175,9 +175,12 @@ ifeq ($(CHROMIUM),)
 	fi
 endif
 
+# Unit and model tests in two processes (pytest-xdist: they share nothing but the CPU); the
+# integration tests start servers and share trained models per session, so they run in one.
 test: setup postgres-deps browser-deps
 	$(RUN) ruff check .
-	$(RUN) pytest
+	$(RUN) pytest -n 2 tests/unit tests/model
+	$(RUN) pytest tests/integration
 
 test-fast: setup
 	$(RUN) pytest -m "not slow"
