@@ -266,7 +266,7 @@ class ModelPlotRequest(_Model):
         json_schema_extra={"examples": [{"model": "no-show", "name": "calibration"}]}
     )
 
-    model: Literal["specialist-ranker", "no-show"]
+    model: Literal["specialist-ranker", "no-show", "outreach-uplift"]
     name: PlotName
 
 

@@ -24,6 +24,7 @@ from pydantic.json_schema import models_json_schema
 from serving.console_api import CatalogResponse, ModelPlot, WhoAmIResponse
 from serving.keys import Role
 from serving.schemas import (
+    UPLIFT_NOT_LOADED,
     ContactRequest,
     ContactResponse,
     CreatedKey,
@@ -111,6 +112,7 @@ NO_SHOW_EXAMPLE: Final[dict[str, Any]] = {
             "tier": "low",
             "top_factors": ["lead_days", "language", "urgency"],
             "recommended_action": "standard reminder",
+            "expected_benefit": 0.0031,
         }
     ],
     "model_version": "1",
@@ -124,6 +126,7 @@ WORKLIST_EXAMPLE: Final[dict[str, Any]] = {
             "tier": "high",
             "top_factors": ["prior_no_show_rate", "lead_days", "text_reminder"],
             "recommended_action": "call and offer transport",
+            "expected_benefit": 0.0412,
             "appointment_at": "2025-07-03T08:30:00",
             "specialist_id": "1703547657",
             "contact_attempts": 1,
@@ -132,12 +135,22 @@ WORKLIST_EXAMPLE: Final[dict[str, Any]] = {
         }
     ],
     "model_version": "1",
+    "order": "risk",
+    "uplift_model_version": "1",
+    "request_id": _REQUEST_ID,
+}
+# Without an outreach-uplift model (or ordered by benefit: the same row shape).
+WORKLIST_NO_UPLIFT_EXAMPLE: Final[dict[str, Any]] = {
+    "rows": [{**WORKLIST_EXAMPLE["rows"][0], "expected_benefit": None}],
+    "model_version": "1",
+    "order": "risk",
+    "uplift_model_version": None,
     "request_id": _REQUEST_ID,
 }
 WORKLIST_CSV_EXAMPLE: Final = (
-    "appointment_id,appointment_at,specialist_id,risk,tier,top_factors,recommended_action,"
-    "contact_attempts,last_contact_outcome\n"
-    "AP00114223,2025-07-03T08:30:00,1703547657,0.6346,high,"
+    "appointment_id,appointment_at,specialist_id,risk,expected_benefit,tier,top_factors,"
+    "recommended_action,contact_attempts,last_contact_outcome\n"
+    "AP00114223,2025-07-03T08:30:00,1703547657,0.6346,0.0412,high,"
     "prior_no_show_rate|lead_days|text_reminder,call and offer transport,1,no_answer\n"
 )
 CONTACT_EXAMPLE: Final[dict[str, Any]] = {
@@ -253,6 +266,7 @@ RESPONSE_EXAMPLES: Final[list[tuple[type[BaseModel], dict[str, Any]]]] = [
     (RecommendResponse, EMPTY_RECOMMEND_EXAMPLE),
     (NoShowRiskResponse, NO_SHOW_EXAMPLE),
     (WorklistResponse, WORKLIST_EXAMPLE),
+    (WorklistResponse, WORKLIST_NO_UPLIFT_EXAMPLE),
     (ContactResponse, CONTACT_EXAMPLE),
     (ModelInfoResponse, MODEL_INFO_EXAMPLE),
     (ModelPlot, MODEL_PLOT_EXAMPLE),
@@ -329,10 +343,16 @@ def _error(status: int, message: str | None = None) -> dict[str, Any]:
     return _json(ErrorResponse, example, _ERRORS[status])
 
 
-def _model_example(model: type[BaseModel]) -> Any:
+def _model_examples(model: type[BaseModel]) -> list[Any]:
     extra = model.model_config.get("json_schema_extra")
     assert isinstance(extra, dict), model
-    return copy.deepcopy(extra["examples"][0])  # type: ignore[index]
+    examples = extra["examples"]
+    assert isinstance(examples, list), model
+    return copy.deepcopy(examples)
+
+
+def _model_example(model: type[BaseModel]) -> Any:
+    return _model_examples(model)[0]
 
 
 def _operation(
@@ -513,8 +533,12 @@ def _paths() -> dict[str, Any]:
     empty["referral"]["preferences"] = {"max_distance_km": 0.01}
     worklist = _model_example(WorklistRequest)
     worklist_csv = {**worklist, "format": "csv"}
+    worklist_benefit = _model_examples(WorklistRequest)[1]
     worklist_ok = _json(
-        WorklistResponse, WORKLIST_EXAMPLE, "Appointments by risk, at most `capacity` per day"
+        WorklistResponse,
+        None,
+        "Appointments by risk (or expected benefit), at most `capacity` per day",
+        {"with outreach-uplift": WORKLIST_EXAMPLE, "without": WORKLIST_NO_UPLIFT_EXAMPLE},
     )
     worklist_ok["content"]["text/csv"] = {
         "schema": {"type": "string"},
@@ -548,8 +572,11 @@ def _paths() -> dict[str, Any]:
                 "Calibrated no-show risk for upcoming appointments",
                 "Up to 5,000 appointments per request. Each gets a calibrated probability, a "
                 "tier (thresholds set at training), its top 3 factors and the outreach to "
-                "offer. A patient_id known to the store adds that patient's history. Risk is "
-                "for offering help, never for denying or double-booking care.",
+                "offer. A patient_id known to the store adds that patient's history. With the "
+                "outreach-uplift model loaded, `expected_benefit` is how much a call is "
+                "expected to lower the risk (null without that model, and for appointments "
+                "booked less than 2 days ahead or already called). Risk and benefit are for "
+                "offering help, never for denying or double-booking care.",
                 outreach,
                 _json(NoShowRiskResponse, NO_SHOW_EXAMPLE, "One prediction per appointment"),
                 request=NoShowRiskRequest,
@@ -559,12 +586,24 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "The outreach worklist",
                 "Stored upcoming appointments between `start` and `end` (at most 31 days), "
-                "optionally of one specialty or organization, ordered by risk and capped at "
-                "`capacity` calls per day. `format: csv` answers text/csv with the same rows.",
+                "optionally of one specialty or organization, ordered by `order` and capped "
+                "at `capacity` calls per day. `order: risk` (default): highest risk first. "
+                "`order: expected_benefit`: the largest expected risk reduction of a call "
+                "first, appointments without an estimate last, ties by risk; it needs the "
+                "outreach-uplift model (409 when it is not loaded). Each row carries "
+                "`expected_benefit` (null without that model), the answer the order applied "
+                "and the uplift model's version. `format: csv` answers text/csv with the same "
+                "rows. Risk and benefit are for offering help, never for denying or "
+                "double-booking care.",
                 outreach,
                 worklist_ok,
                 request=WorklistRequest,
-                request_examples={"json": worklist, "csv": worklist_csv},
+                request_examples={
+                    "json": worklist,
+                    "csv": worklist_csv,
+                    "by expected benefit": worklist_benefit,
+                },
+                errors={409: UPLIFT_NOT_LOADED},
             )
         },
         "/outreach/contact": {
@@ -580,7 +619,8 @@ def _paths() -> dict[str, Any]:
         "/model_info": {
             "get": _operation(
                 "The models being served",
-                "Name, version, MLflow run, training time and features of each model.",
+                "Name, version, MLflow run, training time and features of each model (the "
+                "outreach-uplift model only when it is loaded).",
                 admin,
                 _json(ModelInfoResponse, MODEL_INFO_EXAMPLE, "The loaded models"),
                 tag="Admin",
@@ -603,7 +643,10 @@ def _paths() -> dict[str, Any]:
                         "name": "model",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string", "enum": ["specialist-ranker", "no-show"]},
+                        "schema": {
+                            "type": "string",
+                            "enum": ["specialist-ranker", "no-show", "outreach-uplift"],
+                        },
                         "example": "no-show",
                     },
                     {

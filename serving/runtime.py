@@ -1,20 +1,26 @@
 """The service's framework-free core: store, matcher and no-show model behind one object.
 
 `Runtime` owns the database (`serving.store.Store`) and an immutable `RuntimeState` (matcher,
-no-show predictor, directory names, plan payer types, model versions). `load()` builds a complete
-new state and swaps it in with one attribute assignment, so a request sees either the old or the
-new state, never a mix; when anything fails the old state stays and `not_ready_reason` says what
-(the failing bundle or the store). Without a state the runtime is not ready and answers nothing:
-it never invents a score.
+no-show predictor, the optional outreach-uplift model, directory names, plan payer types, model
+versions). `load()` builds a complete new state and swaps it in with one attribute assignment,
+so a request sees either the old or the new state, never a mix; when anything fails the old
+state stays and `not_ready_reason` says what (the failing bundle or the store). Without a state
+the runtime is not ready and answers nothing: it never invents a score.
 
 Model versions come from each bundle's ``metadata.json`` ("version"), else the bundle folder's
 ``VERSION`` file, else "unversioned".
 
+The outreach-uplift bundle (`features.uplift`: the expected benefit of an outreach call) is
+optional: without one, every ``expected_benefit`` is null and the service is still ready. A
+configured folder that does not load fails the load like the other bundles; a folder taken from
+the BentoML store (``uplift_if_present``) that is gone counts as no model.
+
 The clock: ``now`` (a synthetic world's snapshot time, its manifest's ``as_of``) or, when None,
 the wall clock (naive local time, the data contract's convention).
 
-Import rule: `features` and third-party libraries only; lightgbm (through `features.matcher` and
-`features.predictor`) is imported when the models are loaded, not when this module is.
+Import rule: `features` and third-party libraries only; lightgbm (through `features.matcher`,
+`features.predictor` and `features.uplift`) is imported when the models are loaded, not when
+this module is.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 import pandas as pd
 from sqlalchemy.engine import make_url
 
@@ -47,6 +54,7 @@ from serving.console_api import (
     read_reports,
 )
 from serving.schemas import (
+    UPLIFT_NOT_LOADED,
     ContactOutcome,
     ContactRequest,
     ContactResponse,
@@ -64,6 +72,7 @@ from serving.schemas import (
     RevokedKey,
     RevokeKeyRequest,
     RiskRow,
+    WorklistOrder,
     WorklistRequest,
     WorklistResponse,
     WorklistRow,
@@ -78,6 +87,7 @@ from serving.store import Store
 if TYPE_CHECKING:
     from features.matcher import Matcher
     from features.predictor import NoShowPredictor
+    from features.uplift import UpliftPredictor
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +96,9 @@ RELOAD_SETTING: Final = "models_generation"  # bumped by each successful /admin/
 RELOAD_POLL_S: Final = 2.0
 RANKER: Final = "ranker"
 NO_SHOW: Final = "no_show"
+UPLIFT: Final = "outreach_uplift"  # in `versions` only when the bundle is loaded
+UPLIFT_MODEL: Final = "outreach-uplift"  # its name in /model_info, reports and the model store
+NO_UPLIFT_MESSAGE: Final = "no outreach-uplift model: expected_benefit is null"
 # Tables the matcher needs (appointments and referrals give outcome rates and continuity).
 MATCHER_TABLES: Final = (
     "specialists",
@@ -170,7 +183,8 @@ class RuntimeState:
     events: pd.DataFrame  # recorded outcomes (as `Store.outcome_events`), sorted by patient
     positions: Mapping[str, tuple[float, float]]  # specialist_id -> practice (lat, lon)
     catalog: Mapping[str, Any]  # the /catalog body, without request_id
-    reports: Mapping[str, Reports]  # "specialist-ranker" / "no-show" -> exported reports
+    reports: Mapping[str, Reports]  # "specialist-ranker" / "no-show" (/ "outreach-uplift")
+    uplift: UpliftPredictor | None = None  # None: no outreach-uplift model, benefits are null
 
     def history(self, patient_ids: list[str]) -> pd.DataFrame:
         """These patients' recorded outcomes as of the load (what `Store.outcome_events` would
@@ -191,13 +205,20 @@ class Runtime:
         store: Store | None = None,
         settle_heap: bool = False,
         tiers: str | None = None,
+        uplift_dir: Path | None = None,
+        uplift_if_present: bool = False,
     ):
         """`store`: an already open Store for `store_url` (tests); default: a new one.
         `settle_heap`: after each load, collect and freeze the heap (`settle_heap`; servers).
-        `tiers`: "medium=0.2,high=0.4" overrides the no-show bundle's tier thresholds."""
+        `tiers`: "medium=0.2,high=0.4" overrides the no-show bundle's tier thresholds.
+        `uplift_dir`: the outreach-uplift bundle (None: none, expected benefits are null); a
+        folder that fails to load fails the load, unless `uplift_if_present` (a folder found in
+        the BentoML store) and it no longer exists: then it counts as no model."""
         self.store = store if store is not None else Store(store_url)
         self.ranker_dir = Path(ranker_dir)
         self.no_show_dir = Path(no_show_dir)
+        self.uplift_dir = None if uplift_dir is None else Path(uplift_dir)
+        self.uplift_if_present = uplift_if_present
         self.now = now
         self._state: RuntimeState | None = None
         self._load_lock = threading.Lock()
@@ -303,6 +324,7 @@ class Runtime:
                 predictor.metadata["tiers"] = parse_tiers(self.tiers)
             except ValueError as exc:
                 raise _LoadError(f"tier thresholds: {exc}") from None
+        uplift = self._load_uplift()
         try:
             tables = self.store.read_tables(MATCHER_TABLES)
             events = self.store.outcome_events()  # every patient's history, held in memory
@@ -345,7 +367,7 @@ class Runtime:
             "specialist-ranker": read_reports(self.ranker_dir),
             "no-show": read_reports(self.no_show_dir),
         }
-        models = (
+        models: tuple[ModelInfo, ...] = (
             _info(
                 "specialist-ranker",
                 versions[RANKER],
@@ -361,6 +383,19 @@ class Runtime:
                 reports["no-show"],
             ),
         )
+        if uplift is not None:
+            assert self.uplift_dir is not None
+            versions[UPLIFT] = bundle_version(self.uplift_dir)
+            reports[UPLIFT_MODEL] = read_reports(self.uplift_dir)
+            models += (
+                _info(
+                    UPLIFT_MODEL,
+                    versions[UPLIFT],
+                    uplift.metadata,
+                    _uplift_inputs(uplift),
+                    reports[UPLIFT_MODEL],
+                ),
+            )
         catalog = build_catalog(tables, as_of=self.clock(), tiers=predictor.tiers)
         return RuntimeState(
             events=events,
@@ -374,7 +409,22 @@ class Runtime:
             positions=positions,
             catalog=catalog,
             reports=reports,
+            uplift=uplift,
         )
+
+    def _load_uplift(self) -> UpliftPredictor | None:
+        """The outreach-uplift bundle, or None (logged once per load) when there is none."""
+        directory = self.uplift_dir
+        if directory is None or (self.uplift_if_present and not directory.exists()):
+            log.info(NO_UPLIFT_MESSAGE)
+            return None
+        from features.uplift import UpliftPredictor
+
+        try:
+            return UpliftPredictor.load(directory)
+        except Exception as exc:  # load's ValueError names the folder again: give its cause
+            cause = exc.__cause__ or exc
+            raise _LoadError(f"outreach-uplift bundle in {directory}: {_short(cause)}") from exc
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -413,7 +463,8 @@ class Runtime:
 
     def _risk_rows(self, state: RuntimeState, flat: pd.DataFrame) -> list[RiskRow]:
         """The one scoring path: flat no-show rows (+ the stored history of their patients)
-        -> calibrated risk, tier, top factors and recommended action, in the rows' order."""
+        -> calibrated risk, tier, top factors, recommended action and, with an outreach-uplift
+        model, the expected benefit of a call (null where not estimated), in the rows' order."""
         if flat.empty:
             return []
         patient_ids: list[str] = []
@@ -423,18 +474,33 @@ class Runtime:
         predictor = state.predictor
         X = predictor.features(flat, events)
         risk = predictor.predict_matrix(X).clip(0.0, 1.0)
+        benefits = None
+        uplift = state.uplift
+        if uplift is not None:
+            UX = X if uplift.same_features(predictor.spec) else uplift.features(flat, events)
+            benefit = uplift.expected_benefit(UX, risk)
+            if "outreach_call" in flat.columns:
+                # Already called: never estimated, even by a bundle whose matrix lacks the call
+                called = flat["outreach_call"].astype(float).to_numpy() > 0
+                benefit = np.where(called, np.nan, benefit)
+            benefits = benefit.tolist()
         return risk_rows(
             [str(i) for i in flat["appointment_id"]],
             risk.tolist(),
             [str(t) for t in predictor.tier(risk)],
             predictor.top_factors(X),
+            benefits,
         )
 
     def worklist(self, req: WorklistRequest, request_id: str) -> WorklistResponse:
         """The outreach worklist: stored upcoming appointments from `start` to `end` (dates,
-        both included), scored like /no_show_risk, highest risk first, at most `capacity` per
-        appointment day. Risk is for offering help (reminders, calls, transport) only."""
+        both included), scored like /no_show_risk, in `req.order` (highest risk first, or the
+        largest expected benefit of a call first: `order_worklist`), at most `capacity` per
+        appointment day. Risk and benefit are for offering help (reminders, calls, transport)
+        only. order=expected_benefit without an outreach-uplift model: RequestError 409."""
         state = self.state
+        if req.order == WorklistOrder.EXPECTED_BENEFIT and state.uplift is None:
+            raise RequestError(409, UPLIFT_NOT_LOADED)
         flat = self.store.upcoming_appointments(
             datetime.combine(req.start, time.min),
             datetime.combine(req.end + timedelta(days=1), time.min),  # the store's end is open
@@ -458,17 +524,20 @@ class Runtime:
                     specialty=code,
                 )
             )
-        rows.sort(key=lambda w: (-w.risk, w.appointment_at, w.appointment_id))
         per_day: dict[Any, int] = {}
         kept: list[WorklistRow] = []
-        for w in rows:
+        for w in order_worklist(rows, req.order):
             day = w.appointment_at.date()
             if per_day.get(day, 0) < req.capacity:
                 per_day[day] = per_day.get(day, 0) + 1
                 kept.append(w)
         self._add_contacts(kept)
         return WorklistResponse(
-            rows=kept, model_version=state.versions[NO_SHOW], request_id=request_id
+            rows=kept,
+            model_version=state.versions[NO_SHOW],
+            order=req.order,
+            uplift_model_version=state.versions.get(UPLIFT),
+            request_id=request_id,
         )
 
     def _add_contacts(self, rows: list[WorklistRow]) -> None:
@@ -591,6 +660,32 @@ class Runtime:
         """The loaded models' versions ({} when not ready)."""
         state = self._state
         return {} if state is None else dict(state.versions)
+
+
+def order_worklist(rows: list[WorklistRow], order: WorklistOrder) -> list[WorklistRow]:
+    """The rows in worklist order (a new list). "risk": highest risk first. "expected_benefit":
+    largest expected benefit first, rows without one after all the others, ties (and the rows
+    without) by risk. Then earliest appointment, then id, so the order is total."""
+    if order == WorklistOrder.EXPECTED_BENEFIT:
+        return sorted(
+            rows,
+            key=lambda w: (
+                w.expected_benefit is None,
+                -(w.expected_benefit or 0.0),
+                -w.risk,
+                w.appointment_at,
+                w.appointment_id,
+            ),
+        )
+    return sorted(rows, key=lambda w: (-w.risk, w.appointment_at, w.appointment_id))
+
+
+def _uplift_inputs(uplift: UpliftPredictor) -> list[str]:
+    """What /model_info lists as the uplift model's features: its effect terms (logit-
+    interaction, applied to the served no-show risk), else the no-show inputs but the call."""
+    if uplift.terms is not None:
+        return [n for n in uplift.terms.names if n != "constant"]
+    return [c for c in uplift.spec.columns if c != "outreach_call"]
 
 
 def parse_tiers(text: str) -> dict[str, float]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -182,6 +183,13 @@ class ContactOutcome(StrEnum):
 class WorklistFormat(StrEnum):
     JSON = "json"
     CSV = "csv"
+
+
+class WorklistOrder(StrEnum):
+    """How the worklist is ordered before each day's capacity cut."""
+
+    RISK = "risk"  # highest no-show risk first
+    EXPECTED_BENEFIT = "expected_benefit"  # largest risk reduction if called first
 
 
 # The enums above spell out the contract's values; fail at import if the two drift apart.
@@ -722,6 +730,14 @@ class RiskRow(_Model):
     tier: RiskTier
     top_factors: list[str] = Field(max_length=3)
     recommended_action: str
+    expected_benefit: Probability | None = Field(
+        default=None,
+        description="How much an outreach call is expected to lower this appointment's no-show "
+        "probability (risk minus the risk if called; 0 to risk), by the outreach-uplift model. "
+        "Null when that model is not loaded or its effect is not estimated for the appointment "
+        "(booked less than its minimum lead time ahead, 2 days by default, or already called). "
+        "For offering help, never for denying care.",
+    )
 
 
 class NoShowRiskResponse(_Model):
@@ -735,10 +751,17 @@ def risk_rows(
     risk: Sequence[float],
     tiers: Sequence[str],
     top_factors: Sequence[Sequence[str]],
+    benefits: Sequence[float | None] | None = None,
 ) -> list[RiskRow]:
-    """Response rows from the predictor's outputs (`NoShowPredictor.predict/tier/top_factors`)."""
-    if not len(appointment_ids) == len(risk) == len(tiers) == len(top_factors):
+    """Response rows from the predictor's outputs (`NoShowPredictor.predict/tier/top_factors`)
+    and, when an outreach-uplift model is loaded, `UpliftPredictor.expected_benefit` (NaN or
+    None: not estimated, reported as null)."""
+    n = len(appointment_ids)
+    if not n == len(risk) == len(tiers) == len(top_factors):
         raise ValueError("appointment ids, risks, tiers and factors differ in length")
+    if benefits is not None and len(benefits) != n:
+        raise ValueError("appointment ids and expected benefits differ in length")
+    benefit = [None] * n if benefits is None else [_finite_or_none(b) for b in benefits]
     return [
         RiskRow(
             appointment_id=i,
@@ -746,9 +769,18 @@ def risk_rows(
             tier=RiskTier(str(t)),
             top_factors=list(f)[:3],
             recommended_action=RECOMMENDED_ACTIONS[RiskTier(str(t))],
+            expected_benefit=b,
         )
-        for i, r, t, f in zip(appointment_ids, risk, tiers, top_factors, strict=True)
+        for i, r, t, f, b in zip(appointment_ids, risk, tiers, top_factors, benefit, strict=True)
     ]
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """A benefit as the response carries it: NaN (not estimated) and None become null."""
+    if value is None:
+        return None
+    v = float(value)
+    return None if math.isnan(v) else v
 
 
 # --------------------------------------------------------------------------- /outreach
@@ -766,7 +798,13 @@ class WorklistRequest(_Model):
                     "specialty": "207RC0000X",
                     "capacity": 40,
                     "format": "json",
-                }
+                },
+                {
+                    "start": "2025-07-01",
+                    "end": "2025-07-03",
+                    "capacity": 40,
+                    "order": "expected_benefit",
+                },
             ]
         }
     )
@@ -777,6 +815,13 @@ class WorklistRequest(_Model):
     organization_id: Id | None = None
     capacity: Capacity = 20
     format: WorklistFormat = WorklistFormat.JSON
+    order: WorklistOrder = Field(
+        default=WorklistOrder.RISK,
+        description="'risk' (default): highest no-show risk first. 'expected_benefit': the "
+        "largest expected risk reduction of a call first (appointments without an estimate "
+        "last), ties by risk; needs the outreach-uplift model (409 when it is not loaded). "
+        "Either way at most `capacity` appointments per day are kept, in this order.",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> WorklistRequest:
@@ -801,9 +846,20 @@ class WorklistRow(RiskRow):
     last_contact_outcome: ContactOutcome | None = None
 
 
+# The 409 of order=expected_benefit while no outreach-uplift model is loaded.
+UPLIFT_NOT_LOADED: Final = (
+    "order=expected_benefit needs the outreach-uplift model, which is not loaded; use order=risk"
+)
+
+
 class WorklistResponse(_Model):
     rows: list[WorklistRow]
     model_version: str
+    order: WorklistOrder = Field(description="The order applied (the request's `order`)")
+    uplift_model_version: str | None = Field(
+        description="The outreach-uplift model's version (null: not loaded, every "
+        "expected_benefit is null)"
+    )
     request_id: str
 
 
@@ -812,6 +868,7 @@ WORKLIST_CSV_COLUMNS: Final = (
     "appointment_at",
     "specialist_id",
     "risk",
+    "expected_benefit",
     "tier",
     "top_factors",
     "recommended_action",
@@ -821,7 +878,8 @@ WORKLIST_CSV_COLUMNS: Final = (
 
 
 def worklist_csv(rows: Sequence[WorklistRow]) -> str:
-    """The worklist as CSV (format=csv); top factors are '|'-joined like the contract's lists."""
+    """The worklist as CSV (format=csv); top factors are '|'-joined like the contract's lists;
+    risk and expected benefit with 4 decimals (benefit empty when null)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(WORKLIST_CSV_COLUMNS)
@@ -832,6 +890,7 @@ def worklist_csv(rows: Sequence[WorklistRow]) -> str:
                 r.appointment_at.isoformat(),
                 r.specialist_id or "",
                 f"{r.risk:.4f}",
+                "" if r.expected_benefit is None else f"{r.expected_benefit:.4f}",
                 r.tier.value,
                 contract.SEP.join(r.top_factors),
                 r.recommended_action,

@@ -8,6 +8,9 @@ Configuration (environment variables, read once when a worker starts):
                              `referral-ml export`; else models/ranker)
     REFERRAL_ML_NO_SHOW_DIR  folder of the no-show bundle (default: the newest `no-show` in the
                              BentoML model store; else models/no_show)
+    REFERRAL_ML_UPLIFT_DIR   folder of the outreach-uplift bundle, the expected benefit of a call
+                             (default: the newest `outreach-uplift` in the BentoML model store;
+                             else none: expected_benefit is null, the service is still ready)
     REFERRAL_ML_NOW          optional ISO date-time used as "now" (a synthetic world's as_of);
                              default: the wall clock
     REFERRAL_ML_AUDIT_SALT   optional key of the audit hashes (see serving.store)
@@ -23,7 +26,9 @@ Endpoints (`ENDPOINTS`; the OpenAPI document at GET /docs.json, `serving.openapi
     POST   /recommend            referral_ui, admin   RecommendRequest -> RecommendResponse
     POST   /no_show_risk         outreach, admin      NoShowRiskRequest -> NoShowRiskResponse
     POST   /outreach/worklist    outreach, admin      WorklistRequest -> WorklistResponse
-                                                      (format "csv": the same rows as text/csv)
+                                                      (format "csv": the same rows as text/csv;
+                                                      order "expected_benefit": 409 without the
+                                                      outreach-uplift model)
     POST   /outreach/contact     outreach, admin      ContactRequest -> ContactResponse (404)
     GET    /model_info           admin                ModelInfoResponse (metrics, card, plot names)
     GET    /model_info/{model}/plots/{name}  admin    ModelPlot (base64 PNG); 404
@@ -79,7 +84,7 @@ from serving.bentoml_patches import cancel_request_timers
 from serving.console_api import ModelPlotRequest
 from serving.keys import Caller, Role, verify
 from serving.openapi import openapi_document
-from serving.runtime import NotReadyError, RequestError, Runtime
+from serving.runtime import UPLIFT_MODEL, NotReadyError, RequestError, Runtime
 from serving.schemas import (
     ContactRequest,
     CreateKeyRequest,
@@ -99,6 +104,7 @@ log = logging.getLogger(__name__)
 ENV_STORE: Final = "REFERRAL_ML_STORE"
 ENV_RANKER_DIR: Final = "REFERRAL_ML_RANKER_DIR"
 ENV_NO_SHOW_DIR: Final = "REFERRAL_ML_NO_SHOW_DIR"
+ENV_UPLIFT_DIR: Final = "REFERRAL_ML_UPLIFT_DIR"
 ENV_NOW: Final = "REFERRAL_ML_NOW"
 ENV_CORS_ORIGINS: Final = "REFERRAL_ML_CORS_ORIGINS"
 ENV_WORKERS: Final = "REFERRAL_ML_WORKERS"
@@ -125,6 +131,9 @@ def runtime_from_env(env: dict[str, str] | None = None) -> Runtime:
     """A (not yet loaded) Runtime configured by the REFERRAL_ML_* variables."""
     env = dict(os.environ) if env is None else env
     now_text = env.get(ENV_NOW, "").strip()
+    uplift_configured = env.get(ENV_UPLIFT_DIR, "").strip()
+    # Configured: it must load. Else the store's newest export, when there is one (optional).
+    uplift_dir = Path(uplift_configured) if uplift_configured else _stored_model(UPLIFT_MODEL)
     return Runtime(
         env.get(ENV_STORE, DEFAULT_URL),
         _bundle_dir(env.get(ENV_RANKER_DIR), "specialist-ranker", DEFAULT_RANKER_DIR),
@@ -132,6 +141,8 @@ def runtime_from_env(env: dict[str, str] | None = None) -> Runtime:
         now=datetime.fromisoformat(now_text) if now_text else None,
         settle_heap=True,
         tiers=env.get(ENV_TIERS) or None,
+        uplift_dir=uplift_dir,
+        uplift_if_present=not uplift_configured,
     )
 
 
@@ -140,10 +151,16 @@ def _bundle_dir(configured: str | None, bento_name: str, default: str) -> Path:
     (`referral-ml export`), else `default` (which then fails readiness with its reason)."""
     if configured:
         return Path(configured)
+    # not exported yet: readiness reports the missing bundle
+    return _stored_model(bento_name) or Path(default)
+
+
+def _stored_model(bento_name: str) -> Path | None:
+    """The folder of the newest `bento_name` in the BentoML model store, or None."""
     try:
         return Path(bentoml.models.get(f"{bento_name}:latest").path)
-    except Exception:  # not exported yet: readiness reports the missing bundle
-        return Path(default)
+    except Exception:  # not in the store
+        return None
 
 
 @dataclass

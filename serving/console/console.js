@@ -82,6 +82,14 @@ function when(text) {
 
 function pct(x) { return `${(100 * x).toFixed(1)}%`; }
 
+// A risk reduction in percentage points ("—": not estimated, or no outreach-uplift model).
+function points(x) { return x === null || x === undefined ? "—" : `${(100 * x).toFixed(1)} pts`; }
+
+const ORDER_WORDS = {
+  risk: "highest risk first",
+  expected_benefit: "largest expected benefit of a call first (then risk)",
+};
+
 function fill(select, options, keep) {
   for (const [value, label] of options) select.append(h("option", { value }, label));
   if (keep !== undefined) select.value = keep;
@@ -197,6 +205,7 @@ function worklistRequest(format) {
     end: $("wl-end").value,
     capacity: Number($("wl-capacity").value),
     format,
+    order: $("wl-order").value,
   };
   if ($("wl-specialty").value) body.specialty = $("wl-specialty").value;
   if ($("wl-organization").value) body.organization_id = $("wl-organization").value;
@@ -215,8 +224,11 @@ async function loadWorklist(event) {
     renderWorklist(cat);
     const tiers = { high: 0, medium: 0, low: 0 };
     for (const row of answer.rows) tiers[row.tier] += 1;
+    const models = answer.uplift_model_version === null
+      ? `no-show model v${answer.model_version}; no outreach-uplift model loaded, so no benefit is shown`
+      : `no-show model v${answer.model_version}, outreach-uplift model v${answer.uplift_model_version}`;
     $("wl-summary").textContent = answer.rows.length
-      ? `${answer.rows.length} appointments (high ${tiers.high}, medium ${tiers.medium}, low ${tiers.low}), highest risk first; no-show model v${answer.model_version}.`
+      ? `${answer.rows.length} appointments (high ${tiers.high}, medium ${tiers.medium}, low ${tiers.low}), ${ORDER_WORDS[answer.order] || answer.order}; ${models}.`
       : "No upcoming appointments in this window.";
     setStatus("");
     if (answer.rows.length) selectRow(0);
@@ -245,9 +257,10 @@ function renderWorklist(cat) {
       h("td", {}, row.appointment_id),
       h("td", { class: "when" }, when(row.appointment_at)),
       h("td", {}, row.specialist_name || row.specialist_id || "—", specialty ? h("div", { class: "help" }, specialty.name) : null),
-      h("td", { class: "num" }, pct(row.risk), h("span", { class: `bar w${Math.round(row.risk * 10)}`, "aria-hidden": "true" })),
+      h("td", { class: "num risk" }, pct(row.risk), h("span", { class: `bar w${Math.round(row.risk * 10)}`, "aria-hidden": "true" })),
+      h("td", { class: "num benefit" }, points(row.expected_benefit)),
       h("td", {}, h("span", { class: `chip ${row.tier}` }, row.tier)),
-      h("td", {}, factors.join("; ")),
+      h("td", { class: "factors" }, factors.join("; ")),
       h("td", {}, row.recommended_action),
       h("td", { class: "contacts" }, contactsText(row)),
       h("td", {}, h("div", { class: "actions" }, buttons)));

@@ -63,16 +63,47 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+def _uplift_bundle(directory: Path, no_show: Path) -> Path:
+    """A hand-built outreach-uplift bundle over the exported no-show model's features (its
+    training lives elsewhere): a call helps medicaid patients most."""
+    from features.no_show import NoShowFeatureSpec
+    from features.uplift import EffectTerms, UpliftPredictor
+
+    spec = NoShowFeatureSpec.from_dict(json.loads((no_show / "feature_spec.json").read_text()))
+    terms = EffectTerms(
+        numeric=["distance_km"],
+        center=[10.0],
+        scale=[5.0],
+        fill=[10.0],
+        indicators=[("payer_type", "medicaid")],
+        thresholds=[("age", 75.0)],
+        coef=[-0.3, -0.1, -1.5, -0.1],
+    )
+    uplift = UpliftPredictor("logit-interaction", spec, terms, metadata={"version": "1"})
+    return uplift.save(directory)
+
+
 @pytest.fixture(scope="module")
 def console(
     tmp_path_factory: pytest.TempPathFactory, small_world: Path, exported: Exported
 ) -> Iterator[Server]:
-    """The service on the exported champions, a store loaded with the small world, a key per role."""
+    """The service on the exported champions and a hand-built outreach-uplift bundle, a store
+    loaded with the small world, a key per role."""
     root = tmp_path_factory.mktemp("console-service")
+    uplift = _uplift_bundle(root / "outreach_uplift", exported.no_show)
     with served_world(
-        root, small_world, ranker=exported.ranker, no_show=exported.no_show
+        root,
+        small_world,
+        ranker=exported.ranker,
+        no_show=exported.no_show,
+        extra_env={"REFERRAL_ML_UPLIFT_DIR": str(uplift)},
     ) as running:
         yield running
+
+
+def _points(benefit: float | None) -> str:
+    """The console's figure for an expected benefit."""
+    return "—" if benefit is None else f"{100 * benefit:.1f} pts"
 
 
 @pytest.fixture
@@ -125,12 +156,21 @@ def test_outreach_nurse_works_the_worklist(page: Any, console: Server) -> None:
     api_rows = json.loads(text)["rows"]
     ids = page.eval_on_selector_all("#wl-table tbody tr", "rows => rows.map(r => r.dataset.id)")
     assert ids == [r["appointment_id"] for r in api_rows] and len(ids) > 3
-    risks = [float(t.rstrip("%")) for t in page.locator("#wl-table tbody td.num").all_inner_texts()]
+    risks = [
+        float(t.rstrip("%")) for t in page.locator("#wl-table tbody td.risk").all_inner_texts()
+    ]
     assert risks == sorted(risks, reverse=True)
+    # And beside each risk, the benefit of a call in percentage points ("—": not estimated)
+    headers = page.locator("#wl-table thead th").all_inner_texts()
+    assert headers[headers.index("Risk") + 1] == "Benefit if called"
+    benefits = page.locator("#wl-table tbody td.benefit").all_inner_texts()
+    assert benefits == [_points(r["expected_benefit"]) for r in api_rows]
+    assert any(b.endswith(" pts") for b in benefits)
     tiers = page.locator("#wl-table tbody .chip").all_inner_texts()
     assert tiers == [r["tier"] for r in api_rows]
-    factors = page.locator("#wl-table tbody tr:first-child td:nth-child(6)").inner_text()
+    factors = page.locator("#wl-table tbody tr:first-child td.factors").inner_text()
     assert factors and "_" not in factors  # factors in words, not column names
+    assert "highest risk first" in page.inner_text("#wl-summary")
     page.screenshot(path=str(_artifacts() / "worklist.png"), full_page=True)
 
     # When the nurse moves down with the keyboard and marks the patient reached
@@ -163,6 +203,26 @@ def test_outreach_nurse_works_the_worklist(page: Any, console: Server) -> None:
     assert [line.split(",")[0] for line in lines[1:]] == ids
     assert download.value.suggested_filename == f"worklist_{start}_{end}.csv"
     shutil.copy(csv_path, _artifacts() / "worklist.csv")
+
+    # When the list is ordered by the expected benefit of a call instead
+    page.select_option("#wl-order", "expected_benefit")
+    page.click("#wl-load")
+    page.wait_for_selector("#wl-summary:has-text('largest expected benefit')")
+    status, _, text = call(
+        console,
+        "/outreach/worklist",
+        {**body, "order": "expected_benefit"},
+        console.keys[Role.OUTREACH],
+    )
+    assert status == 200
+    by_benefit = json.loads(text)["rows"]
+    # Then the rows are in the API's benefit order, and the summary says so
+    shown = page.eval_on_selector_all("#wl-table tbody tr", "rows => rows.map(r => r.dataset.id)")
+    assert shown == [r["appointment_id"] for r in by_benefit] and shown != ids
+    benefits = page.locator("#wl-table tbody td.benefit").all_inner_texts()
+    assert benefits == [_points(r["expected_benefit"]) for r in by_benefit]
+    assert "selected" in (page.get_attribute(f'tr[data-id="{shown[0]}"]', "class") or "")
+    page.screenshot(path=str(_artifacts() / "worklist_by_benefit.png"), full_page=True)
 
     # And the models page is not this key's to open
     page.goto(f"{console.url}/console/#models")
@@ -272,8 +332,8 @@ def test_administrator_sees_the_models_metrics_plots_and_cards(
     page.wait_for_function(
         "() => [...document.querySelectorAll('#models img')].every(i => i.complete && i.naturalWidth > 100)"
     )
-    # Then both champions are shown with their registry version
-    for model in ("no-show", "specialist-ranker"):
+    # Then both champions are shown with their registry version, and the outreach-uplift model
+    for model in ("no-show", "specialist-ranker", "outreach-uplift"):
         heading = page.inner_text(f'article[data-model="{model}"] > h3')
         assert heading == f"{model} — version 1"
     # And the no-show metrics are the training run's, with baselines and the ceiling

@@ -94,6 +94,33 @@ def test_date_times_are_described_without_the_rfc3339_offset_rule() -> None:
     assert not re.match(appointment["pattern"], "2025-07-01T08:00:00Z")
 
 
+def test_the_worklist_order_and_the_expected_benefit_are_documented() -> None:
+    request = _resolve("#/components/schemas/WorklistRequest")
+    order = request["properties"]["order"]
+    assert order["default"] == "risk" and "409" in order["description"]
+    assert _resolve(order["$ref"])["enum"] == ["risk", "expected_benefit"]
+    assert "order" not in request.get("required", [])
+    examples = request["examples"]
+    assert any(e.get("order") == "expected_benefit" for e in examples)
+    for name in ("RiskRow", "WorklistRow"):
+        benefit = _resolve(f"#/components/schemas/{name}")["properties"]["expected_benefit"]
+        kinds = {b.get("type") for b in benefit["anyOf"]}
+        assert kinds == {"number", "null"}, name
+        number = next(b for b in benefit["anyOf"] if b.get("type") == "number")
+        assert (number["minimum"], number["maximum"]) == (0, 1)
+        assert "denying care" in benefit["description"]
+    response = _resolve("#/components/schemas/WorklistResponse")
+    assert {"order", "uplift_model_version"} <= set(response["required"])
+    worklist = openapi_document()["paths"]["/outreach/worklist"]["post"]
+    conflict = worklist["responses"]["409"]["content"]["application/json"]["example"]
+    assert "outreach-uplift" in conflict["error"] and "order" in conflict["error"]
+    assert "never for denying" in worklist["description"]
+    csv = worklist["responses"]["200"]["content"]["text/csv"]["example"]
+    assert csv.splitlines()[0].split(",")[3:5] == ["risk", "expected_benefit"]
+    plots = openapi_document()["paths"]["/model_info/{model}/plots/{name}"]["get"]
+    assert "outreach-uplift" in plots["parameters"][0]["schema"]["enum"]
+
+
 def test_schemathesis_accepts_the_document() -> None:
     schema = schemathesis.openapi.from_dict(openapi_document())
     labels = {result.ok().label for result in schema.get_all_operations()}

@@ -278,6 +278,7 @@ OUTREACH_CASES = [
     (WorklistRequest, "capacity", 0, "capacity", "between 1 and 500"),
     (WorklistRequest, "capacity", 501, "capacity", "between 1 and 500"),
     (WorklistRequest, "format", "xlsx", "format", "'csv'"),
+    (WorklistRequest, "order", "soonest", "order", "'expected_benefit'"),
     (WorklistRequest, "start", "17/03/2025", "start", "YYYY-MM-DD"),
     (ContactRequest, "note", "x" * 201, "note", "at most 200 characters"),
     (ContactRequest, "channel", "fax", "channel", "'call'"),
@@ -531,13 +532,19 @@ def test_appointments_frame_builds_the_same_features_as_the_training_rows(
 
 
 def test_risk_rows_and_worklist_csv() -> None:
-    # Given the predictor's outputs for three appointments
+    # Given the predictor's outputs for three appointments (and the uplift model's: NaN where
+    # the benefit of a call is not estimated)
     rows = risk_rows(
         ["A-1", "A-2", "A-3"],
         [0.05, 0.2, 0.5],
         ["low", "medium", "high"],
         [[], ["lead_days"], ["lead_days", "prior_no_shows", "age", "extra"]],
+        [float("nan"), None, 0.04123],
     )
+    assert [r.expected_benefit for r in rows] == [None, None, 0.04123]
+    assert all(r.expected_benefit is None for r in risk_rows(["A"], [0.1], ["low"], [[]]))
+    with pytest.raises(ValueError):
+        risk_rows(["A"], [0.1], ["low"], [[]], [0.01, 0.02])
     # Then each row gets its tier's action and at most three factors
     assert [r.recommended_action for r in rows] == [
         "standard reminder",
@@ -552,7 +559,11 @@ def test_risk_rows_and_worklist_csv() -> None:
     ]
     lines = worklist_csv(wl).splitlines()
     assert lines[0].split(",") == list(WORKLIST_CSV_COLUMNS)
-    assert lines[3].endswith("high,lead_days|prior_no_shows|age,call and offer transport,0,")
+    assert lines[0].startswith("appointment_id,appointment_at,specialist_id,risk,expected_benefit,")
+    assert lines[3].endswith(
+        ",0.5000,0.0412,high,lead_days|prior_no_shows|age,call and offer transport,0,"
+    )
+    assert lines[1].endswith(",0.0500,,low,,standard reminder,0,")  # no benefit: empty
 
 
 def test_importing_the_schemas_loads_no_training_code_or_heavy_ml_libraries() -> None:
