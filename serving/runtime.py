@@ -32,7 +32,7 @@ import threading
 import time as time_module
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -185,11 +185,26 @@ class RuntimeState:
     catalog: Mapping[str, Any]  # the /catalog body, without request_id
     reports: Mapping[str, Reports]  # "specialist-ranker" / "no-show" (/ "outreach-uplift")
     uplift: UpliftPredictor | None = None  # None: no outreach-uplift model, benefits are null
+    clinics: Mapping[str, str] = field(default_factory=dict)  # specialist_id -> organization_id
 
-    def history(self, patient_ids: list[str]) -> pd.DataFrame:
-        """These patients' recorded outcomes as of the load (what `Store.outcome_events` would
-        answer then), from memory: no database round trip on the request path."""
-        return self.events[self.events["patient_id"].isin(patient_ids)].reset_index(drop=True)
+    def history(
+        self,
+        patient_ids: list[str],
+        specialist_ids: list[str] | None = None,
+        organization_ids: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """The recorded outcomes (as of the load, from memory: no database round trip on the
+        request path) that features of these rows read: their patients' own history, and every
+        visit with their specialists and clinics (whose no-show rates are features). Training
+        and batch scoring see every outcome; a patient-only history would leave the specialist
+        and clinic rates at the base rate (a train/serve skew)."""
+        ev = self.events
+        keep = ev["patient_id"].isin(patient_ids)
+        if specialist_ids:
+            keep |= ev["specialist_id"].isin(specialist_ids)
+        if organization_ids:
+            keep |= ev["organization_id"].isin(organization_ids)
+        return ev[keep].reset_index(drop=True)
 
 
 class Runtime:
@@ -407,6 +422,11 @@ class Runtime:
             models=models,
             loaded_at=datetime.now(),
             positions=positions,
+            clinics={
+                str(i): str(o)
+                for i, o in zip(sp["specialist_id"], sp["organization_id"], strict=True)
+                if isinstance(o, str) and o
+            },
             catalog=catalog,
             reports=reports,
             uplift=uplift,
@@ -467,10 +487,18 @@ class Runtime:
         model, the expected benefit of a call (null where not estimated), in the rows' order."""
         if flat.empty:
             return []
-        patient_ids: list[str] = []
-        if "patient_id" in flat.columns:
-            patient_ids = sorted({str(p) for p in flat["patient_id"] if isinstance(p, str) and p})
-        events = state.history(patient_ids) if patient_ids else None
+        if "specialist_id" in flat.columns and state.clinics:  # the clinic, as in training
+            known = flat["specialist_id"].map(state.clinics)
+            given = flat["organization_id"] if "organization_id" in flat.columns else None
+            flat = flat.assign(organization_id=known if given is None else given.fillna(known))
+
+        def ids(column: str) -> list[str]:
+            if column not in flat.columns:
+                return []
+            return sorted({str(v) for v in flat[column] if isinstance(v, str) and v})
+
+        keys = ids("patient_id"), ids("specialist_id"), ids("organization_id")
+        events = state.history(*keys) if any(keys) else None
         predictor = state.predictor
         X = predictor.features(flat, events)
         risk = predictor.predict_matrix(X).clip(0.0, 1.0)

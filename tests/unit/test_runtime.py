@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -209,6 +210,27 @@ def test_worklist_scores_like_no_show_risk(runtime: Runtime, store: Store) -> No
     rows = runtime.worklist(WorklistRequest(start=start.date(), end=end.date()), "w").rows
     assert rows
     assert all(0.0 <= r.risk <= 1.0 and len(r.top_factors) <= 3 for r in rows)
+
+
+def test_served_risk_equals_batch_scoring_with_every_outcome(
+    runtime: Runtime, store: Store
+) -> None:
+    """No train/serve skew: the specialist and clinic no-show rates are computed from every
+    recorded visit, as in training and batch scoring, not from the requesting patients' own
+    history alone; a request without organization_id gets the specialist's clinic."""
+    start, end = _window(store, days=14)
+    flat = store.upcoming_appointments(start, end + pd.Timedelta(days=1))
+    flat = flat.drop(columns=["outcome", "outcome_at"]).reset_index(drop=True)
+    state = runtime.state
+    batch = state.predictor.predict(flat, state.events)
+    served = np.array([r.risk for r in runtime._risk_rows(state, flat)])
+    assert np.allclose(served, batch, atol=1e-12)
+    no_clinic = np.array(
+        [r.risk for r in runtime._risk_rows(state, flat.drop(columns=["organization_id"]))]
+    )
+    assert np.allclose(no_clinic, batch, atol=1e-12)
+    patients_only = state.predictor.predict(flat, state.history(sorted(set(flat["patient_id"]))))
+    assert np.abs(patients_only - batch).max() > 1e-4  # what the old history gave differs
 
 
 def test_worklist_filters_by_specialty_and_organization(runtime: Runtime, store: Store) -> None:
