@@ -189,7 +189,10 @@ def flatten_world(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             "outreach_call": ap["outreach_call"].astype(bool),
             "outcome": ap["outcome"],
             "outcome_at": pd.to_datetime(ap["outcome_at"]),
-            "race_ethnicity": patient.map(pt["race_ethnicity"]),
+            # audit only; absent from the service store (which never holds it): then unknown
+            "race_ethnicity": patient.map(pt["race_ethnicity"])
+            if "race_ethnicity" in pt.columns
+            else pd.Series(pd.NA, index=ap.index, dtype="string"),
         }
     )
     return flat.reset_index(drop=True)

@@ -262,7 +262,7 @@ def assign_weekly_capacity(
     Capacity follows each specialist's share of referrals (plus follow-ups) with headroom and
     lognormal noise, never below one; an under-staffed popular specialist builds a queue.
     """
-    weeks = cfg.months * 52 / 12
+    weeks = cfg.history_weeks
     demand = np.bincount(chosen[chosen >= 0], minlength=len(specialists)) * 1.3 / weeks
     raw = 1.25 * demand * rng.lognormal(0.0, 0.3, len(specialists))
     specialists["weekly_capacity"] = np.maximum(1, np.round(raw)).astype(int)

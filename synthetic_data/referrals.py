@@ -51,21 +51,31 @@ class ReferralDraws:
 
 
 def draw_referrals(
-    cfg: WorldConfig, rng: np.random.Generator, directory: Directory, pop: Population
+    cfg: WorldConfig,
+    rng: np.random.Generator,
+    directory: Directory,
+    pop: Population,
+    period: tuple[np.datetime64, np.datetime64] | None = None,
+    n: int | None = None,
+    first_id: int = 1,
 ) -> pd.DataFrame:
-    """The referral rows: time, patient, specialty, reason, urgency, type, referring provider."""
-    n = cfg.referrals
+    """The referral rows: time, patient, specialty, reason, urgency, type, referring provider.
+
+    By default cfg.referrals referrals over the base period, numbered from RF00000001; a later
+    period passes its (start, end), its count and the first free number."""
+    n = cfg.referrals if n is None else n
+    t0, t1 = (cfg.start_time, cfg.as_of) if period is None else period
     p = pop.morbidity / pop.morbidity.sum()
     patient_row = rng.choice(len(p), size=n, p=p)
-    days = int((cfg.as_of - cfg.start_time) / np.timedelta64(1, "D"))
+    days = int((t1 - t0) / np.timedelta64(1, "D"))
     day = rng.integers(0, days, n)
-    created = pd.Timestamp(cfg.start).to_datetime64() + day.astype("timedelta64[D]")
-    weekday = (day + pd.Timestamp(cfg.start).day_of_week) % 7
+    created = pd.Timestamp(t0).to_datetime64() + day.astype("timedelta64[D]")
+    weekday = (day + pd.Timestamp(t0).day_of_week) % 7
     # Few referrals are written at weekends: move most of them to the next Monday.
     shift = np.where((weekday >= 5) & (rng.random(n) < 0.85), 7 - weekday, 0)
     minutes = rng.integers(8 * 60, 18 * 60, n)
     created = created + shift.astype("timedelta64[D]") + minutes.astype("timedelta64[m]")
-    created = np.minimum(created, cfg.as_of - np.timedelta64(1, "h"))
+    created = np.minimum(created, t1 - np.timedelta64(1, "h"))
 
     spec = specialties()
     codes = np.array(list(spec), dtype=object)
@@ -108,7 +118,7 @@ def draw_referrals(
     order = np.argsort(created, kind="stable")
     frame = pd.DataFrame(
         {
-            "referral_id": [f"RF{i:08d}" for i in range(1, n + 1)],
+            "referral_id": [f"RF{i:08d}" for i in range(first_id, first_id + n)],
             "created_at": created[order],
             "patient_id": pop.patients["patient_id"].to_numpy()[patient_row[order]],
             "referring_provider_id": referring[order],
@@ -139,8 +149,12 @@ def choose_specialists(
     directory: Directory,
     pop: Population,
     frame: pd.DataFrame,
+    before: tuple[pd.DataFrame, np.ndarray] | None = None,
 ) -> ReferralDraws:
-    """Candidates per referral (same metro, specialty or related, accepting), historical choice, truth."""
+    """Candidates per referral (same metro, specialty or related, accepting), historical choice, truth.
+
+    `before`: the (frame, chosen) of earlier referrals, whom follow-ups and second opinions of
+    these referrals remember."""
     specs = directory.specialists
     spec_code = specs["specialty"].to_numpy()
     accepting = specs["accepting_new_patients"].to_numpy()
@@ -269,7 +283,7 @@ def choose_specialists(
                 )
             )
 
-    chosen, second = _repeat_visits(frame, chosen, second)
+    chosen, second = _repeat_visits(frame, chosen, second, before)
     truth = pd.concat(truth_parts, ignore_index=True) if truth_parts else pd.DataFrame()
     has = chosen >= 0
     c = np.where(has, chosen, 0)
@@ -288,13 +302,26 @@ def choose_specialists(
 
 
 def _repeat_visits(
-    frame: pd.DataFrame, chosen: np.ndarray, second: np.ndarray
+    frame: pd.DataFrame,
+    chosen: np.ndarray,
+    second: np.ndarray,
+    before: tuple[pd.DataFrame, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Follow-up referrals mostly return to the earlier specialist; second opinions go elsewhere."""
     key = pd.DataFrame({"p": frame["patient_id"], "s": frame["specialty"], "c": chosen})
+    n_before = 0
+    if before is not None:
+        earlier, earlier_chosen = before
+        n_before = len(earlier)
+        past = pd.DataFrame(
+            {"p": earlier["patient_id"], "s": earlier["specialty"], "c": earlier_chosen}
+        )
+        key = pd.concat([past, key], ignore_index=True)
     previous = key.groupby(["p", "s"])["c"].shift(1).fillna(-1).astype(np.int64).to_numpy()
+    previous = previous[n_before:]
     rtype = frame["referral_type"].to_numpy()
-    h = _pair_hash(np.arange(len(frame)), np.zeros(len(frame), dtype=np.int64), 99)
+    rows = n_before + np.arange(len(frame))
+    h = _pair_hash(rows, np.zeros(len(frame), dtype=np.int64), 99)
     follow = (rtype == "follow_up") & (previous >= 0) & (h < 0.75)
     chosen = np.where(follow, previous, chosen)
     repeat = (rtype == "second_opinion") & (previous == chosen) & (second >= 0)

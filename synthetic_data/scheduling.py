@@ -8,6 +8,8 @@ structure makes every booking near O(1), so the sequential booking loop stays fa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -18,6 +20,17 @@ ROUTINE_MINUTES = np.array(
 )
 HOLD_WINDOW = np.timedelta64(2, "D")
 _SENTINEL = np.iinfo(np.int64).max // 4
+
+
+@dataclass(frozen=True)
+class _WeeklyLayout:
+    """Each specialist's weekly slot times, drawn once and repeated every week."""
+
+    n_specialists: int
+    routine_specialist: np.ndarray
+    routine_offset: np.ndarray  # timedelta from Monday 00:00
+    hold_specialist: np.ndarray
+    hold_offset: np.ndarray
 
 
 class SlotBook:
@@ -32,9 +45,6 @@ class SlotBook:
         hold_share: float = 0.4,
     ) -> None:
         """Lay out every specialist's routine and urgent-hold slots between start and end."""
-        monday = start - np.timedelta64((pd.Timestamp(start).day_of_week), "D")
-        n_weeks = int((end - monday) / np.timedelta64(7, "D")) + 1
-        week_starts = monday + np.arange(n_weeks) * np.timedelta64(7, "D")
         n_spec = len(weekly_capacity)
         cap = np.minimum(weekly_capacity, 80)
         # Distinct weekly positions per specialist: weekday x 16 times of day.
@@ -53,21 +63,33 @@ class SlotBook:
         hold_offsets = rng.integers(0, 5, len(hold_spec)).astype("timedelta64[D]") + np.timedelta64(
             12 * 60, "m"
         )
+        self._week = _WeeklyLayout(n_spec, spec_t, offsets, hold_spec, hold_offsets)
+        self._ids: np.ndarray | None = None
+        self._lay_out(start, end)
 
+    def _lay_out(self, start: np.datetime64, end: np.datetime64) -> None:
+        """Repeat the weekly layout over [start, end) and start with every slot free."""
+        w = self._week
+        monday = start - np.timedelta64((pd.Timestamp(start).day_of_week), "D")
+        n_weeks = int((end - monday) / np.timedelta64(7, "D")) + 1
+        week_starts = monday + np.arange(n_weeks) * np.timedelta64(7, "D")
         spec = np.concatenate(
             [
-                np.repeat(spec_t[None, :], n_weeks, 0).ravel(),
-                np.repeat(hold_spec[None, :], n_weeks, 0).ravel(),
+                np.repeat(w.routine_specialist[None, :], n_weeks, 0).ravel(),
+                np.repeat(w.hold_specialist[None, :], n_weeks, 0).ravel(),
             ]
         )
         starts = np.concatenate(
             [
-                (week_starts[:, None] + offsets[None, :]).ravel(),
-                (week_starts[:, None] + hold_offsets[None, :]).ravel(),
+                (week_starts[:, None] + w.routine_offset[None, :]).ravel(),
+                (week_starts[:, None] + w.hold_offset[None, :]).ravel(),
             ]
         ).astype("datetime64[m]")
         kind = np.concatenate(
-            [np.zeros(len(spec_t) * n_weeks, np.int8), np.ones(len(hold_spec) * n_weeks, np.int8)]
+            [
+                np.zeros(len(w.routine_specialist) * n_weeks, np.int8),
+                np.ones(len(w.hold_specialist) * n_weeks, np.int8),
+            ]
         )
         keep = (starts >= start) & (starts < end)
         spec, starts, kind = spec[keep], starts[keep], kind[keep]
@@ -76,12 +98,14 @@ class SlotBook:
         self.start = starts[order]
         self.kind = kind[order]
         self.n_slots = len(self.specialist)
+        self.end = end
 
         # Search keys: block id (specialist, kind) then minutes since `start`; one sentinel per block.
         block = self.specialist.astype(np.int64) * 2 + self.kind
         minutes = ((self.start - start) / np.timedelta64(1, "m")).astype(np.int64)
-        blocks = np.arange(n_spec * 2, dtype=np.int64)
-        self._keys = np.concatenate([block * (1 << 32) + minutes, blocks * (1 << 32) + (1 << 31)])
+        blocks = np.arange(w.n_specialists * 2, dtype=np.int64)
+        self._slot_keys = block * (1 << 32) + minutes  # ascending: slots are in block order
+        self._keys = np.concatenate([self._slot_keys, blocks * (1 << 32) + (1 << 31)])
         self._slot_of_key = np.concatenate([np.arange(self.n_slots), np.full(len(blocks), -1)])
         key_order = np.argsort(self._keys, kind="stable")
         self._keys = self._keys[key_order]
@@ -90,6 +114,44 @@ class SlotBook:
         self._next: list[int] = list(range(len(self._keys)))
         self.booked_at = np.full(self.n_slots, np.datetime64("NaT"), dtype="datetime64[m]")
         self.owner = np.full(self.n_slots, -1, dtype=np.int64)
+
+    def extended(self, end: np.datetime64) -> tuple[SlotBook, np.ndarray]:
+        """The same calendars continued to `end`, with this book's bookings, and the index of
+        each of this book's slots in the new one. Old slots keep their ids; new slots get ids
+        numbered on after the last old one."""
+        if end < self.end:
+            raise ValueError("a book can only be extended to a later end")
+        new = SlotBook.__new__(SlotBook)
+        new._week = self._week
+        new._lay_out(self._origin, end)
+        old_to_new = np.searchsorted(new._slot_keys, self._slot_keys)
+        if self.n_slots and not np.array_equal(new._slot_keys[old_to_new], self._slot_keys):
+            raise AssertionError("the extended calendars do not contain the old slots")
+        new.booked_at[old_to_new] = self.booked_at
+        new.owner[old_to_new] = self.owner
+        key_of_slot = np.empty(new.n_slots, dtype=np.int64)
+        has_slot = new._slot_of_key >= 0
+        key_of_slot[new._slot_of_key[has_slot]] = np.flatnonzero(has_slot)
+        for position in key_of_slot[new.owner >= 0].tolist():
+            new._next[position] = position + 1  # as book() leaves a taken slot
+        is_new = np.ones(new.n_slots, dtype=bool)
+        is_new[old_to_new] = False
+        ids = np.empty(new.n_slots, dtype=object)
+        ids[old_to_new] = self.slot_ids()
+        ids[is_new] = [f"SL{i:09d}" for i in range(self.n_slots + 1, new.n_slots + 1)]
+        new._ids = ids
+        return new, old_to_new
+
+    def slot_ids(self) -> np.ndarray:
+        """The id of every slot."""
+        if self._ids is not None:
+            return self._ids
+        return np.array([f"SL{i:09d}" for i in range(1, self.n_slots + 1)], dtype=object)
+
+    def position_at(self, specialist: int, kind: int, minute: int) -> int:
+        """The search position of one specialist's first slot of a kind at/after a minute."""
+        key = (specialist * 2 + kind) * (1 << 32) + min(max(minute, 0), (1 << 31) - 1)
+        return int(np.searchsorted(self._keys, key, "left"))
 
     def positions(self, specialist: np.ndarray, kind: int, earliest: np.ndarray) -> np.ndarray:
         """Search positions: the first slot of each specialist's block starting at/after earliest."""
@@ -105,6 +167,15 @@ class SlotBook:
             nxt[position] = nxt[nxt[position]]
             position = nxt[position]
         return position
+
+    def free_before(self, position: int, floor: int) -> int:
+        """The last free key position before `position`, down to `floor` (a free position of
+        the same block)."""
+        nxt = self._next
+        position -= 1
+        while position > floor and nxt[position] != position:
+            position -= 1
+        return max(position, floor)
 
     def slot_at(self, position: int) -> int:
         """Slot index of a key position (-1 for a block's sentinel: no slot left)."""
@@ -127,7 +198,11 @@ class SlotBook:
         appt[~busy] = None
         return pd.DataFrame(
             {
-                "slot_id": [f"SL{i:09d}" for i in range(1, self.n_slots + 1)],
+                "slot_id": (
+                    [f"SL{i:09d}" for i in range(1, self.n_slots + 1)]
+                    if self._ids is None
+                    else self._ids.tolist()
+                ),
                 "specialist_id": specialist_ids[self.specialist],
                 "start": self.start.astype("datetime64[s]"),
                 "end": (self.start + np.timedelta64(SLOT_MINUTES, "m")).astype("datetime64[s]"),

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,32 @@ def _stage(name: str, report: Reporter | None) -> Iterator[None]:
         report(name, time.perf_counter() - t0)
 
 
+@dataclass
+class BaseRun:
+    """A simulated base world: its tables and truth, and the simulation state a later period
+    continues from (synthetic_data.later)."""
+
+    directory: Directory
+    pop: Population
+    draws: ReferralDraws
+    book: SlotBook
+    funnel: Funnel
+    appointments: pd.DataFrame  # internal rows in appointment id order
+    appointment_ids: np.ndarray
+    tables: dict[str, pd.DataFrame]
+    truth: dict[str, pd.DataFrame]
+
+
 def build_world(
     cfg: WorldConfig, report: Reporter | None = None
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """All public tables and all truth tables of a world, in memory."""
+    """All public tables and all truth tables of a world (the base period), in memory."""
+    run = simulate_world(cfg, report)
+    return run.tables, run.truth
+
+
+def simulate_world(cfg: WorldConfig, report: Reporter | None = None) -> BaseRun:
+    """Simulate the base period of a world: its tables, truth and final simulation state."""
     rng = np.random.default_rng(cfg.seed)
     fake = Faker("en_US")
     fake.seed_instance(cfg.seed)
@@ -75,36 +98,34 @@ def build_world(
         )
         funnel = run_funnel(cfg, rng, directory, pop, draws, book)
     with _stage("assembling tables and truth", report):
-        tables, truth = _assemble(directory, pop, draws, book, funnel, end)
-    return tables, truth
+        ap, ap_ids = ordered_appointments(funnel.appointments, 1)
+        tables, truth = _assemble(directory, pop, draws, book, funnel, ap, ap_ids, end)
+    return BaseRun(directory, pop, draws, book, funnel, ap, ap_ids, tables, truth)
 
 
-def _assemble(
-    directory: Directory,
-    pop: Population,
-    draws: ReferralDraws,
-    book: SlotBook,
-    funnel: Funnel,
-    end: np.datetime64,
-) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """Public tables in contract order and the truth tables, with string ids assigned."""
-    specs = directory.specialists
-    spec_ids = specs["specialist_id"].to_numpy()
-    f = draws.frame
-    ap = funnel.appointments.sort_values(["booked_at", "owner"], kind="stable").reset_index(
-        drop=True
-    )
-    ap_ids = np.array([f"AP{i:08d}" for i in range(1, len(ap) + 1)], dtype=object)
-    by_owner = np.empty(int(ap["owner"].max()) + 1 if len(ap) else 1, dtype=object)
-    by_owner[ap["owner"].to_numpy()] = ap_ids
-    availability = book.frame(by_owner, spec_ids, end)
-    slot_ids = availability["slot_id"].to_numpy()
-    referral_ids = f["referral_id"].to_numpy()
-    appointments = pd.DataFrame(
+def ordered_appointments(
+    appointments: pd.DataFrame, first_id: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Appointments in id order (booking time, then owner) and their ids from AP`first_id`."""
+    ap = appointments.sort_values(["booked_at", "owner"], kind="stable").reset_index(drop=True)
+    ids = np.array([f"AP{i:08d}" for i in range(first_id, first_id + len(ap))], dtype=object)
+    return ap, ids
+
+
+def appointment_rows(
+    ap: pd.DataFrame,
+    ap_ids: np.ndarray,
+    referral_ids: np.ndarray,
+    patient_ids: np.ndarray,
+    spec_ids: np.ndarray,
+    slot_ids: np.ndarray,
+) -> pd.DataFrame:
+    """The appointments table (contract columns) of internal appointment rows."""
+    return pd.DataFrame(
         {
             "appointment_id": ap_ids,
             "referral_id": referral_ids[ap["referral_row"].to_numpy()],
-            "patient_id": pop.patients["patient_id"].to_numpy()[ap["patient_row"].to_numpy()],
+            "patient_id": patient_ids[ap["patient_row"].to_numpy()],
             "specialist_id": spec_ids[ap["specialist_row"].to_numpy()],
             "slot_id": slot_ids[ap["slot"].to_numpy()],
             "visit_kind": ap["visit_kind"].to_numpy(),
@@ -115,6 +136,44 @@ def _assemble(
             "outcome": pd.array(ap["outcome"].to_numpy(), dtype="string"),
             "outcome_at": ap["outcome_at"].to_numpy().astype("datetime64[s]"),
         }
+    )
+
+
+def appointment_truth(ap: pd.DataFrame, ap_ids: np.ndarray) -> pd.DataFrame:
+    """The truth/appointments table of internal appointment rows."""
+    p0 = ap["p_no_show_without_outreach"].to_numpy()
+    p1 = ap["p_no_show_with_outreach"].to_numpy()
+    return pd.DataFrame(
+        {
+            "appointment_id": ap_ids,
+            "p_no_show_without_outreach": p0,
+            "p_no_show_with_outreach": p1,
+            "outreach_effect": p0 - p1,
+        }
+    )
+
+
+def _assemble(
+    directory: Directory,
+    pop: Population,
+    draws: ReferralDraws,
+    book: SlotBook,
+    funnel: Funnel,
+    ap: pd.DataFrame,
+    ap_ids: np.ndarray,
+    end: np.datetime64,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Public tables in contract order and the truth tables, with string ids assigned."""
+    specs = directory.specialists
+    spec_ids = specs["specialist_id"].to_numpy()
+    f = draws.frame
+    by_owner = np.empty(int(ap["owner"].max()) + 1 if len(ap) else 1, dtype=object)
+    by_owner[ap["owner"].to_numpy()] = ap_ids
+    availability = book.frame(by_owner, spec_ids, end)
+    slot_ids = availability["slot_id"].to_numpy()
+    referral_ids = f["referral_id"].to_numpy()
+    appointments = appointment_rows(
+        ap, ap_ids, referral_ids, pop.patients["patient_id"].to_numpy(), spec_ids, slot_ids
     )
     chosen = np.where(draws.chosen >= 0, spec_ids[np.maximum(draws.chosen, 0)], None)
     referrals = f.drop(columns="_patient_row").assign(
@@ -135,8 +194,6 @@ def _assemble(
     }
     tables = {k: tables[k][list(TABLES[k])].reset_index(drop=True) for k in TABLES}
 
-    p0 = ap["p_no_show_without_outreach"].to_numpy()
-    p1 = ap["p_no_show_with_outreach"].to_numpy()
     truth = {
         "patients": pd.DataFrame(
             {
@@ -149,33 +206,30 @@ def _assemble(
         "specialists": pd.DataFrame(
             {"specialist_id": spec_ids, "true_quality": directory.true_quality}
         ),
-        "appointments": pd.DataFrame(
-            {
-                "appointment_id": ap_ids,
-                "p_no_show_without_outreach": p0,
-                "p_no_show_with_outreach": p1,
-                "outreach_effect": p0 - p1,
-            }
-        ),
-        "match_utility": _match_utility(draws, tables, ap, spec_ids, referral_ids),
+        "appointments": appointment_truth(ap, ap_ids),
+        "match_utility": match_utility(draws, tables["availability"], ap, spec_ids, referral_ids),
     }
     return tables, truth
 
 
-def _match_utility(
+def match_utility(
     draws: ReferralDraws,
-    tables: dict[str, pd.DataFrame],
+    availability: pd.DataFrame,
     appointments: pd.DataFrame,
     spec_ids: np.ndarray,
     referral_ids: np.ndarray,
+    row_offset: int = 0,
 ) -> pd.DataFrame:
-    """True utility of each kept candidate: static part plus wait (as of the referral) and continuity."""
+    """True utility of each kept candidate: static part plus wait (as of the referral) and continuity.
+
+    `draws.truth_pairs` name referral rows of `draws.frame`; the table's referral ids are
+    `referral_ids[row_offset:]` (a later period keeps the truth of its own referrals)."""
     tp = draws.truth_pairs
     f = draws.frame
     rows = tp["referral_row"].to_numpy()
     srow = tp["specialist_row"].to_numpy()
     created = f["created_at"].to_numpy()[rows]
-    index = NextAvailableIndex(tables["availability"])
+    index = NextAvailableIndex(availability)
     wait = index.days_until_free_by_code(index.codes(spec_ids)[srow], created)
     # Continuity: an attended visit with this specialist before the referral, by integer keys.
     attended = (appointments["outcome"] == "attended").to_numpy(dtype=bool)
@@ -196,7 +250,9 @@ def _match_utility(
     utility = tp["static_utility"].to_numpy() + W_CONTINUITY * continuity - wait_cost * wait
     return pd.DataFrame(
         {
-            "referral_id": pd.Categorical.from_codes(rows, categories=referral_ids),
+            "referral_id": pd.Categorical.from_codes(
+                rows - row_offset, categories=referral_ids[row_offset:]
+            ),
             "specialist_id": pd.Categorical.from_codes(srow, categories=spec_ids),
             "utility": utility.astype(np.float32),
             "focus_match": tp["focus_match"].to_numpy(),
@@ -237,30 +293,45 @@ def write_world(
     `partition_rows` (default: LARGE_PARTITION_ROWS for the large size, none otherwise) writes
     every table as row groups of that many rows, the tables in parallel: each stays one
     `<table>.parquet` file that every reader takes as before, and a Dask reader takes each row
-    group as a partition."""
+    group as a partition.
+
+    With a shift (cfg.shift), `out` holds the base world up to the shift start and `out/later/`
+    the later period (synthetic_data.later: new rows, updates/, truth/, manifest.json); the
+    base manifest's "later" names it."""
     if partition_rows is not None and partition_rows < 1:
         raise ValueError(f"partition_rows must be at least 1, not {partition_rows}")
-    tables, truth = build_world(cfg, report)
+    run = simulate_world(cfg, report)
+    tables, truth = run.tables, run.truth
+    later = None
+    if cfg.shift is not None:
+        from synthetic_data.later import build_later  # it builds on this module
+
+        with _stage("later period after the shift", report):
+            later = build_later(cfg, run)
     with _stage("calibration against published figures", report):
         calibration = calibration_table(tables)
-    with _stage("writing Parquet", report):
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "truth").mkdir(exist_ok=True)
-        files = [(df, out / f"{name}.parquet") for name, df in tables.items()]
-        files += [(df, out / "truth" / f"{name}.parquet") for name, df in truth.items()]
-        rows = partition_rows
-        if rows is None and cfg.size == "large":
-            rows = LARGE_PARTITION_ROWS
+    rows = partition_rows
+    if rows is None and cfg.size == "large":
+        rows = LARGE_PARTITION_ROWS
+
+    def write(files: list[tuple[pd.DataFrame, Path]]) -> None:
         if rows is None:
             for df, path in files:
                 df.to_parquet(path, index=False)
         else:
             write_partitioned(files, rows)
+
+    with _stage("writing Parquet", report):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "truth").mkdir(exist_ok=True)
+        files = [(df, out / f"{name}.parquet") for name, df in tables.items()]
+        files += [(df, out / "truth" / f"{name}.parquet") for name, df in truth.items()]
+        write(files)
     manifest: dict[str, object] = {
         "generator_version": GENERATOR_VERSION,
         "seed": cfg.seed,
         "size": cfg.size,
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.model_dump(mode="json", exclude={"shift"} if cfg.shift is None else None),
         "as_of": str(pd.Timestamp(cfg.as_of)),
         "counts": {name: len(df) for name, df in tables.items()},
         "truth_counts": {name: len(df) for name, df in truth.items()},
@@ -268,5 +339,15 @@ def write_world(
         | {f"truth/{name}": content_hash(df) for name, df in truth.items()},
         "calibration": calibration,
     }
+    if later is not None:
+        from synthetic_data.later import LATER_FOLDER, write_later  # builds on this module
+
+        with _stage("writing the later period", report):
+            later_manifest = write_later(cfg, later, out, write)
+        manifest["later"] = {
+            "folder": LATER_FOLDER,
+            "period": later_manifest["period"],
+            "counts": later_manifest["counts"],
+        }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -36,19 +36,95 @@ def generate(
     ] = None,
     referrals: Annotated[int | None, typer.Option(help="Override the number of referrals.")] = None,
     months: Annotated[int | None, typer.Option(help="Override the months of history.")] = None,
+    later_months: Annotated[
+        int | None,
+        typer.Option(
+            "--later-months",
+            help="Also simulate this many months after the base period, with the --shift-* "
+            "changes, into <out>/later/.",
+        ),
+    ] = None,
+    shift_start: Annotated[
+        str | None,
+        typer.Option(
+            "--shift-start",
+            help="Date the later period starts (YYYY-MM-DD; default: the end of the base months).",
+        ),
+    ] = None,
+    shift_lead_time: Annotated[
+        float | None,
+        typer.Option(
+            "--shift-lead-time", help="Later bookings wait this many times longer (e.g. 1.6)."
+        ),
+    ] = None,
+    shift_no_show_logit: Annotated[
+        float | None,
+        typer.Option(
+            "--shift-no-show-logit",
+            help="Added to the no-show log-odds of later visits (e.g. 0.4).",
+        ),
+    ] = None,
+    shift_new_network: Annotated[
+        bool,
+        typer.Option(
+            "--shift-new-network",
+            help="A new plan and network appear; some commercially insured patients move to it.",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
-    """Generate a synthetic referral world (tables, truth/, manifest.json) and print its calibration."""
+    """Generate a synthetic referral world (tables, truth/, manifest.json) and print its calibration.
+
+    With --later-months, the same world also runs on for a later period in which the --shift-*
+    changes hold, written to <out>/later/ (new rows, updates/, truth/, manifest.json)."""
     from pydantic import ValidationError
 
     from synthetic_data.calibration import format_table
-    from synthetic_data.config import WorldConfig
+    from synthetic_data.config import NewNetwork, Shift, WorldConfig
     from synthetic_data.world import write_world
 
+    def fail(field: str, message: str) -> typer.Exit:
+        message = message.removeprefix("Value error, ")
+        typer.echo(f"error: {field}: {message}" if field else f"error: {message}", err=True)
+        return typer.Exit(2)
+
+    shift_flags = {
+        "start": "--shift-start",
+        "months": "--later-months",
+        "lead_time_scale": "--shift-lead-time",
+        "no_show_logit": "--shift-no-show-logit",
+    }
+    shift = None
+    shift_given = {
+        "--shift-start": shift_start is not None,
+        "--shift-lead-time": shift_lead_time is not None,
+        "--shift-no-show-logit": shift_no_show_logit is not None,
+        "--shift-new-network": shift_new_network,
+    }
+    if later_months is None:
+        given = [flag for flag, on in shift_given.items() if on]
+        if given:
+            raise fail(given[0], "needs --later-months (the length of the later period)")
+    else:
+        values: dict[str, object] = {"months": later_months}
+        if shift_start is not None:
+            values["start"] = shift_start
+        if shift_lead_time is not None:
+            values["lead_time_scale"] = shift_lead_time
+        if shift_no_show_logit is not None:
+            values["no_show_logit"] = shift_no_show_logit
+        if shift_new_network:
+            values["new_network"] = NewNetwork()
+        try:
+            shift = Shift.model_validate(values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise fail(shift_flags.get(str(err["loc"][0]), "--later-months"), err["msg"]) from None
     try:
         cfg = WorldConfig.for_size(
             size,
             seed=seed,
+            shift=shift,
             patients=patients,
             specialists=specialists,
             referrals=referrals,
@@ -56,13 +132,49 @@ def generate(
         )
     except ValidationError as exc:
         for err in exc.errors():
+            if not err["loc"]:  # a check across fields: today only the shift start's range
+                fail("--shift-start", err["msg"])
+                continue
             field = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
-            typer.echo(f"error: {field}: {err['msg']}", err=True)
+            fail(field, err["msg"])
         raise typer.Exit(2) from None
 
     def report(stage: str, seconds: float) -> None:
         if not quiet:
             typer.echo(f"  done  {stage:<48} {seconds:6.1f} s", err=True)
+
+    def echo_later(out: Path) -> None:
+        """The later period's counts and its figures beside the base period's."""
+        import json
+
+        from synthetic_data.later import LATER_FOLDER
+
+        later = json.loads((out / LATER_FOLDER / "manifest.json").read_text())
+        period, s, figures = later["period"], later["shift"], later["figures"]
+        changes = [f"lead time x{s['lead_time_scale']:g}", f"no-show logit {s['no_show_logit']:+g}"]
+        if s["new_network"]:
+            changes.append("a new plan and network")
+        typer.echo(
+            f"\nLater period {period['start'][:10]} to {period['end'][:10]} ({', '.join(changes)}) "
+            f"in {out / LATER_FOLDER}:"
+        )
+        typer.echo(
+            "new rows: "
+            + ", ".join(f"{name} {n:,}" for name, n in later["counts"].items())
+            + "; updated base rows: "
+            + ", ".join(f"{name} {n:,}" for name, n in later["update_counts"].items())
+        )
+        labels = {
+            "no_show_rate": "no-show rate (visits with an outcome)",
+            "median_lead_days": "median lead time, days",
+            "mean_true_no_show_probability": "mean true no-show probability",
+            "referrals_in_network": "referrals to an in-network specialist",
+        }
+        typer.echo(f"{'figure':40} {'base':>9} {'later':>9}")
+        for key, label in labels.items():
+            base, new = figures["base"][key], figures["later"][key]
+            show = [f"{v:9.3f}" if v is not None else f"{'-':>9}" for v in (base, new)]
+            typer.echo(f"{label:40} {show[0]} {show[1]}")
 
     t0 = time.perf_counter()
     typer.echo(f"Generating a {size} world (seed {seed}) into {out} ...", err=True)
@@ -80,6 +192,8 @@ def generate(
     missed = [r["metric"] for r in calibration if not r["ok"]]
     if missed:
         typer.echo(f"\n{len(missed)} figure(s) outside the target range.", err=True)
+    if shift is not None:
+        echo_later(out)
 
 
 @app.command()
@@ -506,6 +620,68 @@ def recommend(
         raise _fail(str(exc)) from None
     typer.echo(about)
     typer.echo(text)
+
+
+class RetrainModel(StrEnum):
+    no_show = "no-show"
+    ranker = "ranker"
+
+
+@app.command("retrain")
+def retrain_cmd(
+    model: Annotated[RetrainModel, typer.Argument(help="no-show or ranker.")],
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since",
+            help="Start of the recent window (YYYY-MM-DD): the challenger is tested, and "
+            "compared with the champion, on the appointments/referrals from this date.",
+        ),
+    ],
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db", envvar="REFERRAL_ML_STORE", help="SQLAlchemy URL of the service store."
+        ),
+    ] = "sqlite:///referral.db",
+    tracking_uri: TrackingOpt = None,
+    metrics_out: Annotated[
+        Path | None, typer.Option("--metrics-out", help="Write the challenger's metrics JSON here.")
+    ] = None,
+    no_promote: Annotated[
+        bool, typer.Option("--no-promote", help="Register the challenger without the gates.")
+    ] = False,
+) -> None:
+    """Train a challenger on the store (original data + feedback), gate it against the champion
+    on the recent window; exit 0 when promoted, 1 when refused. Schedule it (cron)."""
+    import pandas as pd
+
+    from training.retrain import retrain
+
+    try:
+        start = pd.Timestamp(since)
+    except ValueError:
+        raise _fail(f"--since: '{since}' is not a date (YYYY-MM-DD)") from None
+    try:
+        outcome = retrain(
+            model.value,
+            start,
+            store_url=db,
+            tracking_uri=tracking_uri,
+            metrics_out=metrics_out,
+            promote=not no_promote,
+        )
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(
+        f"store snapshot: {outcome.rows.get('appointments', 0):,} appointments, "
+        f"{outcome.rows.get('referrals', 0):,} referrals"
+    )
+    typer.echo(
+        f"registered {model.value} challenger version {outcome.version} (run {outcome.run_id})"
+    )
+    typer.echo(outcome.message)
+    raise typer.Exit(0 if outcome.promoted or no_promote else 1)
 
 
 @promote_app.command("uplift")
