@@ -6,6 +6,8 @@ batch jobs and the service load the same files without MLflow on the request pat
     model.txt           LightGBM LambdaRank model (higher score = better match)
     feature_spec.json   {"kind": "specialist-ranker", "features": [...]} in model column order
     metadata.json       name, version, label design, windows and anything the trainer records
+    reference.json      optional: a sample of the training pairs' features summarised for drift
+                        reports (`features.drift.FeatureReference`); bundles from before have none
     trees-*.lleaves.o   optional: the trees compiled for one CPU (`features.compiled`, + .json)
 
 `load(directory, trees=TreeSettings.from_env())` is the serving set-up: compiled trees where
@@ -30,6 +32,7 @@ import pandas as pd
 from features.attribution import PathAttribution
 from features.codes import npi_of
 from features.compiled import CompiledScoring, TreeScorer, TreeSettings
+from features.drift import REFERENCE_FILE, FeatureReference
 from features.lgb_io import load_booster
 from features.ranking import PAIR_FEATURES, RankingContext, request_pair_features
 from features.reasons import candidate_from, explain
@@ -45,6 +48,7 @@ class SpecialistRanker(CompiledScoring):
     booster: lgb.Booster
     features: tuple[str, ...] = PAIR_FEATURES
     metadata: dict[str, Any] = field(default_factory=dict)
+    reference: FeatureReference | None = None  # training inputs, for drift (None: older bundle)
     _attribution: PathAttribution | None = field(default=None, init=False, repr=False)
     _scorer: TreeScorer | None = field(default=None, init=False, repr=False)
 
@@ -84,6 +88,10 @@ class SpecialistRanker(CompiledScoring):
         spec = {"kind": SPEC_KIND, "features": list(self.features)}
         (directory / "feature_spec.json").write_text(json.dumps(spec, indent=2))
         (directory / "metadata.json").write_text(json.dumps(self.metadata, indent=2, default=str))
+        if self.reference is not None:
+            self.reference.save(directory)
+        else:  # never leave a reference of another model behind
+            (directory / REFERENCE_FILE).unlink(missing_ok=True)
         return directory
 
     @classmethod
@@ -101,9 +109,10 @@ class SpecialistRanker(CompiledScoring):
             booster = load_booster(directory / "model.txt")
             meta_path = directory / "metadata.json"
             metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            reference = FeatureReference.load(directory)
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
             raise ValueError(f"cannot load the ranker bundle in {directory}: {exc}") from exc
-        ranker = cls(booster, features, metadata)
+        ranker = cls(booster, features, metadata, reference)
         if trees is not None:
             ranker.use_trees(trees, directory / "model.txt")
         return ranker

@@ -7,6 +7,8 @@ same thing without MLflow on the request path:
     calibration.json    Platt scaling of the raw score: p = sigmoid(a * raw + b)
     feature_spec.json   features.no_show.NoShowFeatureSpec
     metadata.json       name, version, tiers and anything else the trainer records
+    reference.json      optional: the training rows' model matrix summarised for drift reports
+                        (`features.drift.FeatureReference`); bundles from before have none
     trees-*.lleaves.o   optional: the trees compiled for one CPU (`features.compiled`, + .json)
 
 `load(directory)` scores with LightGBM as trained (batch jobs, evaluation); `load(directory,
@@ -32,6 +34,7 @@ from features.compiled import (
     TreeSettings,
     lightgbm_threads,
 )
+from features.drift import REFERENCE_FILE, FeatureReference
 from features.lgb_io import load_booster
 from features.no_show import NoShowFeatureSpec, build_features
 
@@ -46,6 +49,7 @@ class NoShowPredictor(CompiledScoring):
     calibration: tuple[float, float]
     spec: NoShowFeatureSpec
     metadata: dict[str, Any] = field(default_factory=dict)
+    reference: FeatureReference | None = None  # training inputs, for drift (None: older bundle)
     _attribution: PathAttribution | None = field(default=None, init=False, repr=False)
     _scorer: TreeScorer | None = field(default=None, init=False, repr=False)
 
@@ -108,6 +112,10 @@ class NoShowPredictor(CompiledScoring):
         )
         (directory / "feature_spec.json").write_text(json.dumps(self.spec.to_dict(), indent=2))
         (directory / "metadata.json").write_text(json.dumps(self.metadata, indent=2, default=str))
+        if self.reference is not None:
+            self.reference.save(directory)
+        else:  # never leave a reference of another model behind
+            (directory / REFERENCE_FILE).unlink(missing_ok=True)
         return directory
 
     @classmethod
@@ -122,9 +130,10 @@ class NoShowPredictor(CompiledScoring):
             )
             meta_path = directory / "metadata.json"
             metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            reference = FeatureReference.load(directory)
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
             raise ValueError(f"cannot load the no-show model bundle in {directory}: {exc}") from exc
-        predictor = cls(booster, (float(cal["a"]), float(cal["b"])), spec, metadata)
+        predictor = cls(booster, (float(cal["a"]), float(cal["b"])), spec, metadata, reference)
         if trees is not None:
             predictor.use_trees(trees, directory / "model.txt")
         return predictor

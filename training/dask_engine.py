@@ -48,6 +48,7 @@ from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin
 from distributed.comm.core import CommClosedError
 
 from features.contract import TABLES
+from features.drift import REFERENCE_SAMPLE
 from features.no_show import NoShowFeatureSpec, build_features, flatten_world, history_events
 from training.no_show import (
     BASELINE_ROWS,
@@ -77,6 +78,7 @@ from training.ranker import (
     match_truth,
     rank_params,
     ranking_inputs,
+    training_reference,
     window_counts,
     window_cuts,
 )
@@ -632,6 +634,15 @@ def _group_sizes(pairs: pd.DataFrame) -> pd.Series:
     return pd.Series(_groups(pairs["referral_id"].to_numpy()), dtype=np.int64)
 
 
+def _at_most(frame: dd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    """About `rows` rows of a cluster frame drawn at random (all of them when it is smaller),
+    gathered: the training pairs a drift reference summarises."""
+    total = int(frame.map_partitions(len).sum().compute())
+    if total > rows:
+        frame = frame.sample(frac=rows / total, random_state=seed)
+    return frame.compute()
+
+
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["created_at", "referral_id"], kind="stable").reset_index(drop=True)
 
@@ -685,7 +696,8 @@ def train_ranker_dask(
     )
     test = _sorted(pairs[pairs[WINDOW] == 2].drop(columns=[WINDOW]).compute())
     truth = match_truth(directory)
-    training = evaluate_ranker(test, ranker, completion, truth, windows)
+    reference = training_reference(_at_most(train[features], REFERENCE_SAMPLE, seed), seed)
+    training = evaluate_ranker(test, ranker, completion, truth, windows, reference)
     return RankerRun(
         training=training,
         referrals=len(first),

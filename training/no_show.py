@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from features.contract import TABLES
+from features.drift import FeatureReference
 from features.no_show import (
     MONOTONE,
     NoShowFeatureSpec,
@@ -270,8 +271,9 @@ def evaluate_no_show(
     """Everything after the fit: calibration, baselines, test metrics, ceiling, subgroups.
 
     `labelled`, `X` and `y` are rows in visit order, `masks` their train / valid / calib / test
-    windows. The baselines are fitted on the train rows given; when those are a sample of the
-    training window (the Dask engine), `windows` and `trained_rows` describe all of it."""
+    windows. The baselines are fitted on the train rows given, and the bundle's drift reference
+    (`features.drift`) summarises them; when those are a sample of the training window (the
+    Dask engine), `windows` and `trained_rows` describe all of it."""
     train, _, calib, test = masks
     # Scores are needed on the held-out folds only (calibration, test); the trimmed booster
     # below gives the same raw scores, so they are computed once.
@@ -288,7 +290,9 @@ def evaluate_no_show(
         "source": source,
     }
     booster = booster if booster.best_iteration <= 0 else _trimmed(booster)
-    predictor = NoShowPredictor(booster, calibration, spec, meta)
+    # The inputs the model was fitted on, for drift reports (a sample of at most 200k rows)
+    reference = FeatureReference.from_matrix(X[train], list(spec.categorical), seed=seed)
+    predictor = NoShowPredictor(booster, calibration, spec, meta, reference)
     risk = predictor.calibrate(raw)  # NaN on the training rows, which are not scored
 
     # Baselines on the same rows.

@@ -41,6 +41,7 @@ import pandas as pd
 
 from features.codes import specialties
 from features.contract import TABLES
+from features.drift import FeatureReference
 from features.geo import approx_km
 from features.matcher import SpecialistRanker
 from features.ranking import PAIR_FEATURES, RankingContext, pair_features
@@ -368,10 +369,11 @@ class RankerTraining:
     metrics: dict[str, Any]
     test: pd.DataFrame  # test pairs with features, labels and every ranking's score_* column
     windows: dict[str, Any]
+    reference: FeatureReference | None = None  # the training pairs' features, for drift
 
     def bundle(self, metadata: dict[str, Any] | None = None) -> SpecialistRanker:
-        """The runtime ranker (features.matcher) for this run."""
-        return SpecialistRanker(self.ranker, MODEL_FEATURES, dict(metadata or {}))
+        """The runtime ranker (features.matcher) for this run, with its drift reference."""
+        return SpecialistRanker(self.ranker, MODEL_FEATURES, dict(metadata or {}), self.reference)
 
 
 def split_windows(
@@ -466,7 +468,14 @@ def train_ranker(
         callbacks=[lgb.early_stopping(RANKER_ROUNDS[1], verbose=False)],
     )
     test_rows = pairs[test].reset_index(drop=True)
-    return evaluate_ranker(test_rows, booster, completion, data.truth, windows)
+    reference = training_reference(X[train], seed)
+    return evaluate_ranker(test_rows, booster, completion, data.truth, windows, reference)
+
+
+def training_reference(X_train: pd.DataFrame, seed: int = 7) -> FeatureReference:
+    """The drift reference of the training pairs' model features (a seeded sample of at most
+    `features.drift.REFERENCE_SAMPLE` pairs: 200k)."""
+    return FeatureReference.from_matrix(X_train[list(MODEL_FEATURES)], (), seed=seed)
 
 
 def rank_params(seed: int) -> dict[str, Any]:
@@ -485,9 +494,11 @@ def evaluate_ranker(
     completion: lgb.Booster,
     truth: pd.DataFrame | None,
     windows: dict[str, Any],
+    reference: FeatureReference | None = None,
 ) -> RankerTraining:
     """Scores of the ranker, the baselines and the completion model on the test pairs (in
-    referral-time order), their metrics, and the test rows with every score (and utility)."""
+    referral-time order), their metrics, and the test rows with every score (and utility).
+    `reference` (the training pairs' features, `training_reference`) goes into the bundle."""
     Xt = test_rows[list(MODEL_FEATURES)]
     scores = {"ranker": np.asarray(booster.predict(Xt, num_iteration=booster.best_iteration))}
     scores |= baseline_scores(test_rows, test_rows["chosen"].to_numpy())
@@ -506,7 +517,7 @@ def evaluate_ranker(
         test_rows = test_rows.merge(
             truth, how="left", on=["referral_id", "specialist_id"], validate="1:1"
         )
-    return RankerTraining(booster, completion, metrics, test_rows, windows)
+    return RankerTraining(booster, completion, metrics, test_rows, windows, reference)
 
 
 def metrics_document(metrics: dict[str, Any]) -> dict[str, Any]:

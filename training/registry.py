@@ -59,8 +59,16 @@ from features.predictor import NoShowPredictor
 CHAMPION: Final = "champion"
 BUNDLE_ARTIFACT: Final = "bundle"  # run artifact folder holding the plain bundle files
 MODEL_ARTIFACT: Final = "model"  # name of the logged pyfunc model
-BUNDLE_FILES: Final = ("model.txt", "calibration.json", "feature_spec.json", "metadata.json")
-RANKER_BUNDLE_FILES: Final = ("model.txt", "feature_spec.json", "metadata.json")
+# The files of a freshly trained bundle (reference.json: the drift reference of its training
+# inputs, `features.drift`; bundles trained before it lack that one and still load).
+BUNDLE_FILES: Final = (
+    "model.txt",
+    "calibration.json",
+    "feature_spec.json",
+    "metadata.json",
+    "reference.json",
+)
+RANKER_BUNDLE_FILES: Final = ("model.txt", "feature_spec.json", "metadata.json", "reference.json")
 
 _NOT_FOUND_CODES: Final = {
     ErrorCode.Name(RESOURCE_DOES_NOT_EXIST),

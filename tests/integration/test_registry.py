@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.drift import FeatureReference
 from features.no_show import build_features
 from features.predictor import NoShowPredictor
 from training import registry
@@ -60,7 +61,9 @@ def _bundle(directory: Path, seed: int) -> NoShowPredictor:
         "verbose": -1,
     }
     booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=25)
-    predictor = NoShowPredictor(booster, (1.0, 0.0), spec, {"tiers": TIERS, "seed": seed})
+    reference = FeatureReference.from_matrix(X, list(spec.categorical))  # as training saves it
+    meta = {"tiers": TIERS, "seed": seed}
+    predictor = NoShowPredictor(booster, (1.0, 0.0), spec, meta, reference)
     predictor.save(directory)
     return predictor
 
@@ -177,6 +180,9 @@ def test_local_store_log_register_promote_download_and_pyfunc(
     by_alias = registry.download_bundle(NAME, dst=tmp_path / "dl-champion")
     by_version = registry.download_bundle(NAME, "1", dst=tmp_path / "dl-v1")
     assert sorted(p.name for p in by_alias.iterdir()) == sorted(registry.BUNDLE_FILES)
+    downloaded = NoShowPredictor.load(by_alias).reference
+    assert downloaded is not None and p2.reference is not None
+    assert downloaded.to_dict() == p2.reference.to_dict()
     np.testing.assert_allclose(
         NoShowPredictor.load(by_alias).predict(rows, None), p2.predict(rows, None), atol=1e-9
     )
