@@ -684,6 +684,79 @@ def retrain_cmd(
     raise typer.Exit(0 if outcome.promoted or no_promote else 1)
 
 
+@app.command("drift")
+def drift_cmd(
+    model: Annotated[str, typer.Argument(help="no-show (the ranker's reference is saved too).")],
+    start: Annotated[str, typer.Option("--start", help="First visit date of the window.")],
+    end: Annotated[str, typer.Option("--end", help="Day after the window's last visit date.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for drift.json and drift.png.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="A dataset folder (default: the --db store).")
+    ] = None,
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db", envvar="REFERRAL_ML_STORE", help="SQLAlchemy URL of the service store."
+        ),
+    ] = "sqlite:///referral.db",
+    bundle: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="A bundle folder or models:/no-show@alias (default: the champion)."
+        ),
+    ] = None,
+    moderate: Annotated[float, typer.Option("--moderate", help="PSI of a moderate shift.")] = 0.1,
+    significant: Annotated[
+        float, typer.Option("--significant", help="PSI of a significant shift.")
+    ] = 0.2,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Population stability of the model's inputs: a window of visits against the training
+    reference saved with the model; drift.json and drift.png."""
+    import tempfile
+
+    import pandas as pd
+
+    from training.drift_job import no_show_drift, write_drift_report
+
+    if model != "no-show":
+        raise _fail("drift: only no-show reports a window of visits so far")
+    if not 0 < moderate < significant:
+        raise _fail("--moderate must be positive and below --significant")
+    try:
+        lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    except ValueError:
+        raise _fail("--start/--end: dates as YYYY-MM-DD") from None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            from training import registry
+            from training.no_show import load_world
+
+            if data is None:
+                from training.retrain import snapshot_store
+
+                data = Path(tmp) / "snapshot"
+                snapshot_store(db, data)
+            flat = load_world(data).flat
+            bundle_dir = registry.resolve_bundle(bundle, "no-show", tracking_uri, Path(tmp) / "b")
+            report = no_show_drift(
+                bundle_dir, flat, None, start=lo, end=hi, thresholds=(moderate, significant)
+            )
+            files = write_drift_report(report, out)
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    summary = report["summary"]
+    typer.echo(
+        f"{report['window']['rows']:,} visits: {summary['status']}; worst {summary['worst_feature']} "
+        f"PSI {summary['worst_psi']:.3f}; "
+        + ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    )
+    for name in summary["drifted"][:8]:
+        f = report["features"][name]
+        typer.echo(f"  {name:28} PSI {f['psi']:.3f}  {f['status']}")
+    typer.echo(f"written {files['report']} and {files['plot']}")
+
+
 @promote_app.command("uplift")
 def promote_uplift_cmd(
     version: VersionOpt = None, force: ForceOpt = False, tracking_uri: TrackingOpt = None
