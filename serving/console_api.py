@@ -46,6 +46,7 @@ PAGES: Final[Mapping[Role, tuple[str, ...]]] = {
     Role.REFERRAL_UI: ("referral",),
     Role.OUTREACH: ("worklist",),
     Role.ADMIN: ("worklist", "referral", "models"),
+    Role.INTEGRATION: (),  # pushes outcomes (POST /feedback): no console page
 }
 
 

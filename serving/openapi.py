@@ -30,8 +30,11 @@ from serving.schemas import (
     CreatedKey,
     CreateKeyRequest,
     ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     KeyListResponse,
     ModelInfoResponse,
+    MonitoringResponse,
     NoShowRiskRequest,
     NoShowRiskResponse,
     RecommendRequest,
@@ -252,6 +255,79 @@ REVOKED_KEY_EXAMPLE: Final[dict[str, Any]] = {
     "revoked": True,
     "request_id": _REQUEST_ID,
 }
+FEEDBACK_EXAMPLE: Final[dict[str, Any]] = {
+    "recorded": 1,
+    "duplicates": 0,
+    "unknown": [{"index": 1, "field": "referral_id"}],
+    "request_id": _REQUEST_ID,
+}
+_WEEK_EXAMPLE: Final[dict[str, Any]] = {
+    "group": "2025-W27",
+    "rows": 412,
+    "no_shows": 61,
+    "observed_rate": 0.148,
+    "mean_predicted": 0.141,
+    "calibration_gap": 0.007,
+    "auc": 0.712,
+    "ece": 0.021,
+    "top20_recall": 0.459,
+}
+MONITORING_EXAMPLE: Final[dict[str, Any]] = {
+    "start": "2025-05-06",
+    "end": "2025-06-30",
+    "no_show": {
+        "model_versions": ["1"],
+        "scored": 3120,
+        "with_outcome": 2874,
+        "overall": {**_WEEK_EXAMPLE, "group": "overall", "rows": 2874, "no_shows": 418},
+        "weeks": [_WEEK_EXAMPLE],
+        "calibration": [{"decile": 1, "rows": 288, "mean_predicted": 0.031, "observed": 0.028}],
+        "subgroups": {
+            "payer_type": [{**_WEEK_EXAMPLE, "group": "medicaid"}],
+            "age_band": [{**_WEEK_EXAMPLE, "group": "65+"}],
+        },
+        "training_auc": 0.724,
+    },
+    "ranker": {
+        "referrals": 120,
+        "groups": [
+            {
+                "group": "ranked_first",
+                "referrals": 64,
+                "completed": 40,
+                "leaked": 8,
+                "pending": 16,
+                "completion_rate": 0.833,
+            }
+        ],
+    },
+    "drift": {
+        "rows": 3120,
+        "status": "moderate",
+        "features": [{"feature": "lead_days", "psi": 0.13, "status": "moderate"}],
+        "note": None,
+    },
+    "calibration_degraded": False,
+    "auc_dropped": False,
+    "flags": [
+        {
+            "name": "calibration_gap",
+            "raised": False,
+            "value": 0.007,
+            "threshold": 0.03,
+            "message": "|observed - predicted| no-show rate over the window",
+        },
+        {
+            "name": "auc_dropped",
+            "raised": False,
+            "value": 0.012,
+            "threshold": 0.03,
+            "message": "training test AUC 0.7240 minus the window's 0.7120",
+        },
+    ],
+    "notes": [],
+    "request_id": _REQUEST_ID,
+}
 VALIDATION_EXAMPLE: Final[dict[str, Any]] = {
     "errors": [
         {"field": "referral.patient.latitude", "problem": "must be between -90 and 90"},
@@ -277,6 +353,8 @@ RESPONSE_EXAMPLES: Final[list[tuple[type[BaseModel], dict[str, Any]]]] = [
     (CreatedKey, CREATED_KEY_EXAMPLE),
     (RevokedKey, REVOKED_KEY_EXAMPLE),
     (ValidationErrorResponse, VALIDATION_EXAMPLE),
+    (FeedbackResponse, FEEDBACK_EXAMPLE),
+    (MonitoringResponse, MONITORING_EXAMPLE),
 ]
 
 _REQUESTS: Final = (
@@ -285,6 +363,7 @@ _REQUESTS: Final = (
     WorklistRequest,
     ContactRequest,
     CreateKeyRequest,
+    FeedbackRequest,
 )
 _RESPONSES: Final = (
     RecommendResponse,
@@ -301,6 +380,8 @@ _RESPONSES: Final = (
     RevokedKey,
     ValidationErrorResponse,
     ErrorResponse,
+    FeedbackResponse,
+    MonitoringResponse,
 )
 
 _ERRORS: Final[dict[int, str]] = {
@@ -616,6 +697,66 @@ def _paths() -> dict[str, Any]:
                 errors={404: "no such appointment"},
             )
         },
+        "/feedback": {
+            "post": _operation(
+                "Report outcomes: visits attended, missed or cancelled; referrals' status",
+                "1 to 10,000 events. Each is stored once (the same kind, id, outcome or status "
+                "and occurred_at again is a duplicate, counted and otherwise ignored) and "
+                "applied to the stored appointment (outcome, outcome_at, outreach_call) or "
+                "referral (status, status_at, specialist_id), unless that row already holds a "
+                "later event. An id the store does not know is listed in `unknown` by the "
+                "event's index (the others are still recorded). The worklist sees outcomes at "
+                "once, history features after the next reload. Works while the models are not "
+                "loaded.",
+                {Role.INTEGRATION, Role.OUTREACH, Role.ADMIN},
+                _json(FeedbackResponse, FEEDBACK_EXAMPLE, "Recorded, duplicates and unknown ids"),
+                request=FeedbackRequest,
+                needs_ready=False,
+            )
+        },
+        "/monitoring": {
+            "get": {
+                **_operation(
+                    "Live model performance, calibration and input drift",
+                    "From the prediction log (every score /no_show_risk and the worklist "
+                    "returned, and /recommend's top-k when the body names a referral_id) and "
+                    "the outcomes since fed back: the no-show model per ISO week of the visit "
+                    "and overall (AUC, calibration by decile, ECE, top-20%-per-day recall; by "
+                    "payer type and age band), the ranker's completion rate by the chosen "
+                    "specialist's rank, PSI per input against the training reference, and "
+                    "flags (calibration_gap > 0.03, calibration_ece > 0.05, AUC more than 0.03 "
+                    "under training; REFERRAL_ML_MONITOR_*). Sets the referral_ml_no_show_auc, "
+                    "referral_ml_no_show_calibration_gap and referral_ml_feature_psi gauges.",
+                    admin,
+                    _json(MonitoringResponse, MONITORING_EXAMPLE, "The report"),
+                    validated=True,
+                    tag="Admin",
+                ),
+                "parameters": [
+                    {
+                        "name": "weeks",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 52, "default": 8},
+                        "example": 8,
+                    },
+                    {
+                        "name": "start",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "format": "date"},
+                        "example": "2025-05-06",
+                    },
+                    {
+                        "name": "end",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "format": "date"},
+                        "example": "2025-06-30",
+                    },
+                ],
+            }
+        },
         "/model_info": {
             "get": _operation(
                 "The models being served",
@@ -663,7 +804,8 @@ def _paths() -> dict[str, Any]:
             "get": _operation(
                 "Who this key is",
                 "The key's id and role, and the console pages that role opens "
-                "(referral_ui: referral; outreach: worklist; admin: all three).",
+                "(referral_ui: referral; outreach: worklist; admin: all three; integration: "
+                "none).",
                 every,
                 _json(WhoAmIResponse, WHOAMI_EXAMPLE, "The key"),
                 needs_ready=False,
@@ -777,8 +919,10 @@ def _paths() -> dict[str, Any]:
             "get": _plain(
                 "Prometheus metrics",
                 "BentoML's per-endpoint request counts and latencies, plus "
-                "referral_ml_risk_tier_total{endpoint,tier} and "
-                "referral_ml_empty_recommendations_total{filter}. No patient data.",
+                "referral_ml_risk_tier_total{endpoint,tier}, "
+                "referral_ml_empty_recommendations_total{filter} and the monitoring gauges "
+                "referral_ml_no_show_auc, referral_ml_no_show_calibration_gap and "
+                "referral_ml_feature_psi{feature} (set by GET /monitoring). No patient data.",
                 {
                     "200": _text(
                         "Metrics in the Prometheus text format",
@@ -803,8 +947,9 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "Specialist recommendations and no-show risk for healthcare referrals. Every "
                 "API call needs a key (`Authorization: Bearer <secret>` or `X-API-Key`) whose "
-                "role allows it: referral_ui (recommend), outreach (risk, worklist, contact), "
-                "admin (everything, plus reload, model info and keys). Each answer carries a "
+                "role allows it: referral_ui (recommend), outreach (risk, worklist, contact, "
+                "feedback), integration (feedback), admin (everything, plus reload, model "
+                "info, monitoring and keys). Each answer carries a "
                 "request_id (also in the X-Request-ID header) and writes one audit row."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},

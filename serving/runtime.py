@@ -60,10 +60,14 @@ from serving.schemas import (
     ContactResponse,
     CreatedKey,
     CreateKeyRequest,
+    FeedbackRequest,
+    FeedbackResponse,
     KeyInfo,
     KeyListResponse,
     ModelInfo,
     ModelInfoResponse,
+    MonitoringRequest,
+    MonitoringResponse,
     NoShowRiskRequest,
     NoShowRiskResponse,
     RecommendRequest,
@@ -72,6 +76,7 @@ from serving.schemas import (
     RevokedKey,
     RevokeKeyRequest,
     RiskRow,
+    UnknownEvent,
     WorklistOrder,
     WorklistRequest,
     WorklistResponse,
@@ -82,7 +87,7 @@ from serving.schemas import (
     risk_rows,
     to_match_request,
 )
-from serving.store import Store
+from serving.store import Store, utcnow
 
 if TYPE_CHECKING:
     from features.matcher import Matcher
@@ -99,6 +104,8 @@ NO_SHOW: Final = "no_show"
 UPLIFT: Final = "outreach_uplift"  # in `versions` only when the bundle is loaded
 UPLIFT_MODEL: Final = "outreach-uplift"  # its name in /model_info, reports and the model store
 NO_UPLIFT_MESSAGE: Final = "no outreach-uplift model: expected_benefit is null"
+NO_SHOW_MODEL: Final = "no-show"  # model names in the prediction log
+RANKER_MODEL: Final = "specialist-ranker"
 # Tables the matcher needs (appointments and referrals give outcome rates and continuity).
 MATCHER_TABLES: Final = (
     "specialists",
@@ -453,7 +460,7 @@ class Runtime:
         state = self.state
         as_of = self.clock()
         result = state.matcher.recommend(to_match_request(req, as_of=as_of), k=req.k)
-        return match_response(
+        response = match_response(
             result,
             state.directory,
             as_of=as_of,
@@ -462,6 +469,63 @@ class Runtime:
             warnings=request_warnings(req),
             positions=state.positions,
         )
+        referral_id = req.referral.referral_id
+        if referral_id and response.specialists:
+            self._log_predictions(
+                [
+                    {
+                        "model": RANKER_MODEL,
+                        "model_version": state.versions[RANKER],
+                        "subject": referral_id,
+                        "item": s.specialist_id,
+                        "rank": s.rank,
+                        "score": s.score,
+                    }
+                    for s in response.specialists
+                ],
+                request_id,
+                as_of,
+            )
+        return response
+
+    def _log_predictions(
+        self, rows: list[dict[str, Any]], request_id: str, as_of: datetime
+    ) -> None:
+        """One bulk insert into the prediction log; a failure is logged (no ids) and the
+        request is answered all the same."""
+        if not rows:
+            return
+        at = utcnow()
+        for r in rows:
+            r.update(at=at, as_of=as_of, request_id=request_id)
+        try:
+            self.store.log_predictions(rows)
+        except Exception as exc:
+            log.warning("prediction log write failed (%s)", type(exc).__name__)
+
+    def _log_risk(self, state: RuntimeState, rows: list[RiskRow], request_id: str) -> None:
+        """The no-show risk of every scored appointment, and the expected benefit of a call
+        (as outreach-uplift rows) where one was estimated."""
+        out: list[dict[str, Any]] = [
+            {
+                "model": NO_SHOW_MODEL,
+                "model_version": state.versions[NO_SHOW],
+                "subject": r.appointment_id,
+                "score": r.risk,
+            }
+            for r in rows
+        ]
+        out += [
+            {
+                "model": UPLIFT_MODEL,
+                "model_version": state.versions.get(UPLIFT),
+                "subject": r.appointment_id,
+                "score": r.expected_benefit,
+            }
+            for r in rows
+            if r.expected_benefit is not None
+        ]
+        self._log_predictions(out, request_id, self.clock())
 
     def recommend_body_from_fhir(self, resource: dict[str, Any]) -> dict[str, Any]:
         """A FHIR ServiceRequest (or a Bundle holding one) as a /recommend body; a referenced
@@ -477,6 +541,7 @@ class Runtime:
         of patients with an id comes from the store (outcomes recorded so far)."""
         state = self.state
         rows = self._risk_rows(state, appointments_frame(req, state.plan_payer_types))
+        self._log_risk(state, rows, request_id)
         return NoShowRiskResponse(
             predictions=rows, model_version=state.versions[NO_SHOW], request_id=request_id
         )
@@ -537,6 +602,7 @@ class Runtime:
         )
         flat = flat.drop(columns=["outcome", "outcome_at"]).reset_index(drop=True)
         scored = self._risk_rows(state, flat)
+        self._log_risk(state, scored, request_id)
         rows = []
         for r, at, sp in zip(scored, flat["appointment_at"], flat["specialist_id"], strict=True):
             specialist = None if not isinstance(sp, str) or not sp else sp
@@ -604,6 +670,78 @@ class Runtime:
         return ContactResponse(
             appointment_id=req.appointment_id, recorded_at=recorded_at, request_id=request_id
         )
+
+    def feedback(self, req: FeedbackRequest, request_id: str) -> FeedbackResponse:
+        """Record outcome events (`Store.apply_feedback`: idempotent; unknown ids reported per
+        event). The worklist sees an outcome at once; history features after the next load."""
+        events = pd.DataFrame([e.model_dump() for e in req.events])
+        recorded, duplicates, unknown = self.store.apply_feedback(events)
+        return FeedbackResponse(
+            recorded=recorded,
+            duplicates=duplicates,
+            unknown=[
+                UnknownEvent(
+                    index=i,
+                    field="appointment_id"
+                    if req.events[i].kind == "appointment"
+                    else "referral_id",
+                )
+                for i in unknown
+            ],
+            request_id=request_id,
+        )
+
+    def monitoring(self, req: MonitoringRequest, request_id: str) -> MonitoringResponse:
+        """Live performance from the prediction log and the outcomes fed back
+        (`serving.monitoring`); also sets the /metrics gauges."""
+        from serving import monitoring
+
+        state = self.state
+        try:
+            thresholds = monitoring.Thresholds.from_env()
+        except ValueError as exc:
+            raise RequestError(409, str(exc)) from None
+        return monitoring.build_report(
+            self.store,
+            req,
+            today=self.clock().date(),
+            request_id=request_id,
+            training_auc=training_auc(state),
+            rebuild=self._drift_inputs(state),
+            thresholds=thresholds,
+        )
+
+    def _drift_inputs(self, state: RuntimeState) -> Any:
+        """For the drift section: (ids, start, end) -> (reference, the scored appointments'
+        rebuilt model matrix), or None without a reference or the drift module."""
+        reference = getattr(state.predictor, "reference", None)
+        if reference is None:
+            return None
+        try:
+            import features.drift  # noqa: F401
+        except ImportError:
+            return None
+
+        def rebuild(ids: list[str], start: datetime, end: datetime) -> Any:
+            flat = self.store.upcoming_appointments(start, end, include_outcomes=True)
+            flat = flat[flat["appointment_id"].astype(str).isin(set(ids))]
+            flat = flat.drop(columns=["outcome", "outcome_at"]).reset_index(drop=True)
+            if flat.empty:
+                return None
+            if state.clinics:
+                flat = flat.assign(
+                    organization_id=flat["organization_id"].fillna(
+                        flat["specialist_id"].map(state.clinics)
+                    )
+                )
+            events = state.history(
+                sorted({str(v) for v in flat["patient_id"].dropna()}),
+                sorted({str(v) for v in flat["specialist_id"].dropna()}),
+                sorted({str(v) for v in flat["organization_id"].dropna()}),
+            )
+            return reference, state.predictor.features(flat, events)
+
+        return rebuild
 
     def reload(self, _req: Any, request_id: str) -> ReloadResponse:
         """Load the bundles and store again (atomic swap); on failure the old models keep
@@ -688,6 +826,22 @@ class Runtime:
         """The loaded models' versions ({} when not ready)."""
         state = self._state
         return {} if state is None else dict(state.versions)
+
+
+def training_auc(state: RuntimeState) -> float | None:
+    """The no-show model's test AUC at training: its exported reports, else its metadata."""
+    reports = state.reports.get("no-show")
+    value = reports.metrics.get("model", {}).get("roc_auc") if reports is not None else None
+    if value is None:
+        meta = state.predictor.metadata
+        metrics = meta.get("metrics") if isinstance(meta, Mapping) else None
+        test = metrics.get("test") if isinstance(metrics, Mapping) else None
+        value = test.get("roc_auc") if isinstance(test, Mapping) else None
+    try:
+        number = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and np.isfinite(number) else None
 
 
 def order_worklist(rows: list[WorklistRow], order: WorklistOrder) -> list[WorklistRow]:

@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import pandas as pd
 from pydantic import (
@@ -97,11 +97,13 @@ UNKNOWN_REASON_CATEGORY_WARNING: Final = (
 
 
 class Role(StrEnum):
-    """What an API key may call: recommend; risk and worklist; reload, model info and keys."""
+    """What an API key may call: recommend; risk and worklist; reload, model info and keys;
+    integration: systems that push outcomes (POST /feedback only)."""
 
     REFERRAL_UI = "referral_ui"
     OUTREACH = "outreach"
     ADMIN = "admin"
+    INTEGRATION = "integration"
 
 
 class Sex(StrEnum):
@@ -438,6 +440,11 @@ class Referral(_Model):
     referral_type: ReferralType = ReferralType.PROVIDER
     referring_system: Id | None = None
     preferences: Preferences | None = None
+    referral_id: Id | None = Field(
+        default=None,
+        description="The stored referral this request is for: its top-k is then written to "
+        "the prediction log, for monitoring (never a patient id)",
+    )
 
 
 class RecommendRequest(_Model):
@@ -929,6 +936,198 @@ class ContactResponse(_Model):
     request_id: str
 
 
+# --------------------------------------------------------------------------- /feedback
+
+MAX_FEEDBACK_EVENTS: Final = 10_000
+FEEDBACK_TAGS: Final = ("appointment", "referral")
+
+
+class AppointmentOutcome(StrEnum):
+    ATTENDED = "attended"
+    NO_SHOW = "no_show"
+    CANCELLED = "cancelled"
+
+
+class ReferralStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    COMPLETED = "completed"
+    LEAKED = "leaked"
+
+
+class AppointmentEvent(_Model):
+    """What became of an appointment (attended, missed or cancelled), and whether it had an
+    outreach call (null: leave the stored flag)."""
+
+    kind: Literal["appointment"]
+    appointment_id: Id
+    outcome: AppointmentOutcome
+    occurred_at: LocalDatetime
+    outreach_call: bool | None = None
+
+
+class ReferralEvent(_Model):
+    """A referral's new status, and the specialist it went to when known."""
+
+    kind: Literal["referral"]
+    referral_id: Id
+    status: ReferralStatus
+    occurred_at: LocalDatetime
+    specialist_id: Npi | None = None
+
+
+FeedbackEvent = Annotated[AppointmentEvent | ReferralEvent, Field(discriminator="kind")]
+_FEEDBACK_EXAMPLE: Final[JsonDict] = {
+    "events": [
+        {
+            "kind": "appointment",
+            "appointment_id": "AP00114000",
+            "outcome": "attended",
+            "occurred_at": "2025-07-01T08:05:00",
+            "outreach_call": False,
+        },
+        {
+            "kind": "referral",
+            "referral_id": "RF0042000",
+            "status": "completed",
+            "occurred_at": "2025-07-01T09:00:00",
+            "specialist_id": "1336432848",
+        },
+    ]
+}
+
+
+class FeedbackRequest(_Model):
+    """POST /feedback: 1 to 10,000 outcome events (idempotent: a replayed event is counted as
+    a duplicate, stored and applied once)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_FEEDBACK_EXAMPLE]})
+
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_FEEDBACK_EVENTS)
+
+
+class UnknownEvent(_Model):
+    index: int = Field(description="Position of the event in `events`")
+    field: str = Field(description="appointment_id or referral_id: not in the store")
+
+
+class FeedbackResponse(_Model):
+    recorded: int = Field(description="Events new to the store (applied to its rows)")
+    duplicates: int = Field(description="Events already recorded (or repeated in this body)")
+    unknown: list[UnknownEvent]
+    request_id: str
+
+
+# --------------------------------------------------------------------------- /monitoring
+
+MAX_MONITOR_WEEKS: Final = 52
+Weeks = Annotated[
+    int, AfterValidator(_range(1, MAX_MONITOR_WEEKS)), _range_schema(1, MAX_MONITOR_WEEKS)
+]
+
+
+class MonitoringRequest(_Model):
+    """GET /monitoring (query parameters): the window is `start`..`end` (dates, both
+    included; appointments by visit day); without them, the `weeks` weeks up to today (the
+    service's clock). `end` alone: the `weeks` weeks up to it."""
+
+    weeks: Weeks = 8
+    start: date | None = None
+    end: date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitoringRequest:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise _field_error("end", "end_before_start", "must not be before start")
+        return self
+
+
+class Performance(_Model):
+    """The no-show model on one group of scored appointments with a known outcome (attended or
+    no-show; cancellations are left out, as in training)."""
+
+    group: str = Field(description="'overall', an ISO week (2025-W27) or a subgroup's value")
+    rows: int
+    no_shows: int
+    observed_rate: float | None
+    mean_predicted: float | None
+    calibration_gap: float | None = Field(description="observed_rate - mean_predicted")
+    auc: float | None = Field(description="ROC AUC (null with one class only)")
+    ece: float | None = Field(description="Expected calibration error over risk deciles")
+    top20_recall: float | None = Field(
+        description="Share of the no-shows among the riskiest 20% of each day's scored visits"
+    )
+
+
+class CalibrationBin(_Model):
+    decile: int
+    rows: int
+    mean_predicted: float
+    observed: float
+
+
+class NoShowMonitoring(_Model):
+    model_versions: list[str]
+    scored: int = Field(description="Appointments in the window scored before their visit")
+    with_outcome: int
+    overall: Performance
+    weeks: list[Performance]
+    calibration: list[CalibrationBin]
+    subgroups: dict[str, list[Performance]] = Field(
+        description="By payer_type and age_band (race/ethnicity is audit-only: never here)"
+    )
+    training_auc: float | None = Field(description="The model's test AUC at training")
+
+
+class RankerGroup(_Model):
+    group: str = Field(description="ranked_first, lower_rank or not_recommended")
+    referrals: int
+    completed: int
+    leaked: int
+    pending: int = Field(description="No final status yet (scheduled or other)")
+    completion_rate: float | None = Field(description="completed / (completed + leaked)")
+
+
+class RankerMonitoring(_Model):
+    referrals: int = Field(description="Referrals with a logged recommendation in the window")
+    groups: list[RankerGroup]
+
+
+class FeaturePsi(_Model):
+    feature: str
+    psi: float
+    status: str = Field(description="stable, moderate or significant (features.drift)")
+
+
+class DriftMonitoring(_Model):
+    rows: int = Field(description="Scored appointments whose inputs were rebuilt")
+    status: str
+    features: list[FeaturePsi] = Field(description="Worst first")
+    note: str | None = None
+
+
+class MonitoringFlag(_Model):
+    name: str = Field(description="calibration_gap, calibration_ece or auc_dropped")
+    raised: bool
+    value: float | None
+    threshold: float
+    message: str
+
+
+class MonitoringResponse(_Model):
+    start: date
+    end: date
+    no_show: NoShowMonitoring | None
+    ranker: RankerMonitoring | None
+    drift: DriftMonitoring | None
+    calibration_degraded: bool = Field(
+        description="|observed - predicted| or ECE over its threshold (flags)"
+    )
+    auc_dropped: bool | None = Field(description="null without a training AUC to compare")
+    flags: list[MonitoringFlag]
+    notes: list[str]
+    request_id: str
+
+
 # --------------------------------------------------------------------------- /model_info
 
 
@@ -1059,6 +1258,7 @@ _PROBLEMS: Final[dict[str, str]] = {
     "model_attributes_type": "must be an object",
     "dict_type": "must be an object",
     "list_type": "must be a list",
+    "union_tag_not_found": "is required",
     "json_invalid": "is not valid JSON",
 }
 
@@ -1076,6 +1276,8 @@ def _problem(err: Mapping[str, Any]) -> str:
         return "must not be empty"
     if kind == "too_long":
         return f"must have at most {ctx.get('max_length')} items"
+    if kind == "union_tag_invalid":
+        return f"must be one of {ctx.get('expected_tags', 'the allowed kinds')}"
     if kind == "too_short":
         return f"must have at least {ctx.get('min_length')} item(s)"
     # Custom errors carry our own messages; pydantic's other messages name the rule, not the
@@ -1094,5 +1296,9 @@ def error_details(exc: ValidationError) -> list[dict[str, str]]:
         ctx = err.get("ctx") or {}
         if "field" in ctx:  # a model-level rule reported on one field
             loc.extend(str(ctx["field"]).split("."))
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # the tag's field
+            loc.append(str(ctx.get("discriminator", "kind")).strip("'"))
+        elif len(loc) >= 3 and loc[0] == "events" and loc[2] in FEEDBACK_TAGS:
+            del loc[2]  # events.3.appointment.outcome -> events.3.outcome
         out.append({"field": ".".join(loc) or "body", "problem": _problem(err)})
     return out

@@ -20,6 +20,10 @@ Configuration (environment variables, read once when a worker starts):
                              follow within 2 s (Runtime.follow_reloads)
     REFERRAL_ML_TIERS        optional "medium=0.2,high=0.4": the no-show tier thresholds
                              (default: those chosen at training, in the bundle)
+    REFERRAL_ML_MONITOR_CALIBRATION_GAP / _ECE / _AUC_DROP  monitoring flag thresholds
+                             (default 0.03 / 0.05 / 0.03, serving.monitoring)
+    REFERRAL_ML_MONITOR_INTERVAL_MINUTES  recompute the monitoring report (and gauges) every N
+                             minutes in each worker (default 0: only when /monitoring is called)
 
 Endpoints (`ENDPOINTS`; the OpenAPI document at GET /docs.json, `serving.openapi`):
 
@@ -30,6 +34,12 @@ Endpoints (`ENDPOINTS`; the OpenAPI document at GET /docs.json, `serving.openapi
                                                       order "expected_benefit": 409 without the
                                                       outreach-uplift model)
     POST   /outreach/contact     outreach, admin      ContactRequest -> ContactResponse (404)
+    POST   /feedback             integration, outreach, admin
+                                                      FeedbackRequest -> FeedbackResponse
+                                                      (idempotent; unknown ids per event)
+    GET    /monitoring           admin                ?weeks=&start=&end= -> MonitoringResponse
+                                                      (live AUC, calibration, drift; sets the
+                                                      referral_ml_* gauges on /metrics)
     GET    /model_info           admin                ModelInfoResponse (metrics, card, plot names)
     GET    /model_info/{model}/plots/{name}  admin    ModelPlot (base64 PNG); 404
     GET    /whoami               every role           WhoAmIResponse (role, console pages)
@@ -61,6 +71,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +99,8 @@ from serving.runtime import UPLIFT_MODEL, NotReadyError, RequestError, Runtime
 from serving.schemas import (
     ContactRequest,
     CreateKeyRequest,
+    FeedbackRequest,
+    MonitoringRequest,
     NoShowRiskRequest,
     RecommendRequest,
     RevokeKeyRequest,
@@ -109,6 +122,7 @@ ENV_NOW: Final = "REFERRAL_ML_NOW"
 ENV_CORS_ORIGINS: Final = "REFERRAL_ML_CORS_ORIGINS"
 ENV_WORKERS: Final = "REFERRAL_ML_WORKERS"
 ENV_TIERS: Final = "REFERRAL_ML_TIERS"
+ENV_MONITOR_INTERVAL: Final = "REFERRAL_ML_MONITOR_INTERVAL_MINUTES"
 DEFAULT_RANKER_DIR: Final = "models/ranker"
 DEFAULT_NO_SHOW_DIR: Final = "models/no_show"
 REQUEST_ID_HEADER: Final = "X-Request-ID"
@@ -118,6 +132,7 @@ NO_SHOW_ROLES: Final = frozenset({Role.OUTREACH, Role.ADMIN})
 ADMIN_ROLES: Final = frozenset({Role.ADMIN})
 EVERY_ROLE: Final = frozenset(Role)
 OUTREACH_ROLES: Final = NO_SHOW_ROLES
+FEEDBACK_ROLES: Final = frozenset({Role.INTEGRATION, Role.OUTREACH, Role.ADMIN})
 INVALID_JSON: Final = object()  # the body of a request that is not valid JSON
 INVALID_JSON_ERRORS: Final = [{"field": "body", "problem": "not valid JSON"}]
 TOO_LARGE: Final = object()  # the body of a request over MAX_BODY_BYTES
@@ -337,7 +352,7 @@ class Endpoint:
     roles: frozenset[Role]
     model: type[BaseModel] | None  # validates the JSON body (or the path parameters)
     action: str  # the Runtime method, called as (req, request_id[, caller=])
-    body: str = "none"  # "json", "path" (the path parameters are the request) or "none"
+    body: str = "none"  # "json", "path" / "query" (those parameters are the request), "none"
     with_key: bool = False
     require_ready: bool = True
     success: int = 200
@@ -368,6 +383,16 @@ ENDPOINTS: Final = (
         "json",
         with_key=True,
     ),
+    Endpoint(
+        "POST",
+        "/feedback",
+        FEEDBACK_ROLES,
+        FeedbackRequest,
+        "feedback",
+        "json",
+        require_ready=False,  # the store alone records outcomes
+    ),
+    Endpoint("GET", "/monitoring", ADMIN_ROLES, MonitoringRequest, "monitoring", "query"),
     Endpoint("GET", "/model_info", ADMIN_ROLES, None, "model_info"),
     Endpoint(
         "GET",
@@ -461,6 +486,8 @@ def _starlette_route(endpoint: Endpoint) -> Route:
             body = await _json_body(request)
         elif endpoint.body == "path":
             body = dict(request.path_params)
+        elif endpoint.body == "query":
+            body = dict(request.query_params)
         outcome = await run_in_threadpool(
             dispatch, _instance.runtime, endpoint, request.headers, body
         )
@@ -715,6 +742,32 @@ def _warm_fhir() -> None:
         log.warning("FHIR models not preloaded (%s)", type(exc).__name__)
 
 
+def _watch_monitoring(runtime: Runtime, env: Mapping[str, str] | None = None) -> bool:
+    """Recompute the monitoring report (and so the gauges) every
+    REFERRAL_ML_MONITOR_INTERVAL_MINUTES in a daemon thread (default 0: off). True if started."""
+    env = os.environ if env is None else env
+    try:
+        minutes = float(env.get(ENV_MONITOR_INTERVAL, "0") or 0)
+    except ValueError:
+        log.error("%s is not a number: monitoring refresh off", ENV_MONITOR_INTERVAL)
+        return False
+    if not minutes > 0:
+        return False
+
+    def watch() -> None:
+        while True:
+            time.sleep(minutes * 60)
+            if not runtime.ready:
+                continue
+            try:
+                runtime.monitoring(MonitoringRequest(), uuid.uuid4().hex)
+            except Exception as exc:
+                log.error("monitoring refresh failed (%s)", type(exc).__name__)
+
+    threading.Thread(target=watch, name="monitoring", daemon=True).start()
+    return True
+
+
 cancel_request_timers()  # BentoML 1.4 leaks a 60 s timer per request: see serving.bentoml_patches
 
 # The BentoML configuration of the service, read when this module is imported (a worker starts);
@@ -733,6 +786,7 @@ class ReferralService:
         if not self.runtime.load():
             log.error("not ready: %s", self.runtime.not_ready_reason)
         self.runtime.follow_reloads()  # /admin/reload reaches one worker; the others follow
+        _watch_monitoring(self.runtime)
         threading.Thread(target=_warm_fhir, name="fhir-warm", daemon=True).start()
         _instance = self
 

@@ -33,7 +33,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -52,6 +52,8 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -60,9 +62,10 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from features.contract import AUDIT_ONLY_COLUMNS
@@ -288,6 +291,48 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class Prediction(Base):
+    """The prediction log: one row per score the service returned (or, for the worklist,
+    computed). `subject` is the appointment id (no-show, outreach-uplift) or the referral id
+    (specialist-ranker, only when the request named one); `item` the ranked specialist; never a
+    patient id. `at` is naive UTC; `as_of` the service's clock when it scored (clinic-local,
+    like the contract's timestamps: a synthetic world's snapshot time under REFERRAL_ML_NOW),
+    which monitoring compares with the visit's time."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_model_subject", "model", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)  # naive UTC
+    as_of: Mapped[datetime | None] = mapped_column(DateTime)  # the service's clock
+    request_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(32))  # no-show | specialist-ranker | outreach-uplift
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(64))
+    item: Mapped[str | None] = mapped_column(String(64))
+    rank: Mapped[int | None] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Double)
+
+
+class Feedback(Base):
+    """Outcome events pushed to POST /feedback (or loaded in bulk): one row per distinct event.
+    The unique key (kind, subject, outcome, occurred_at) makes a replayed event a duplicate."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("kind", "subject", "outcome", "occurred_at", name="uq_feedback_event"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # appointment | referral
+    subject: Mapped[str] = mapped_column(String(64))  # appointment_id | referral_id
+    outcome: Mapped[str] = mapped_column(String(16))  # the outcome or the referral status
+    occurred_at: Mapped[datetime] = mapped_column(DateTime)  # clinic-local, as the contract
+    outreach_call: Mapped[bool | None] = mapped_column(Boolean)
+    specialist_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime)  # naive UTC
+
+
 class Setting(Base):
     """Small per-database settings (the audit salt when none comes from the environment)."""
 
@@ -312,7 +357,14 @@ SERVICE_MODELS: Final[dict[str, type[Base]]] = {
     "contacts": Contact,
     "audit": Audit,
     "api_keys": ApiKey,
+    "predictions": Prediction,
+    "feedback": Feedback,
 }
+
+PREDICTION_MODELS: Final = ("no-show", "specialist-ranker", "outreach-uplift")
+APPOINTMENT_OUTCOMES: Final = ("attended", "no_show", "cancelled")
+REFERRAL_STATUSES: Final = ("scheduled", "completed", "leaked")
+FEEDBACK_KINDS: Final = {"appointment": APPOINTMENT_OUTCOMES, "referral": REFERRAL_STATUSES}
 
 # The flat per-appointment columns of features.no_show.flatten_world, without race/ethnicity.
 UPCOMING_COLUMNS: Final = (*FLAT_REQUIRED, *FLAT_OPTIONAL, "outcome", "outcome_at")
@@ -376,8 +428,10 @@ def _frame(rows: Sequence[Any], columns: Sequence[Any]) -> pd.DataFrame:
             data[col.name] = pd.to_datetime(values, format="ISO8601").astype("datetime64[us]")
         elif kind == "bool":
             data[col.name] = values.astype(bool)
-        elif kind == "int":
-            data[col.name] = values.astype("int64")
+        elif kind == "int":  # a nullable column with nulls (the prediction log's rank): float
+            data[col.name] = (
+                pd.to_numeric(values) if values.isna().any() else values.astype("int64")
+            )
         elif kind == "float":
             data[col.name] = pd.to_numeric(values).astype("float64")
         else:
@@ -510,10 +564,13 @@ class Store:
         end: datetime | pd.Timestamp,
         specialty: str | None = None,
         organization_id: str | None = None,
+        *,
+        include_outcomes: bool = False,
     ) -> pd.DataFrame:
         """Appointments without an outcome with start <= appointment_at < end, optionally of one
         specialty and/or organization, as the flat no-show rows (UPCOMING_COLUMNS, the columns
-        of features.no_show.flatten_world without race/ethnicity), ordered by time."""
+        of features.no_show.flatten_world without race/ethnicity), ordered by time.
+        `include_outcomes`: those with an outcome too (monitoring rebuilds their features)."""
         ap, pt, sp, rf, pl = (_table(m) for m in (Appointment, Patient, Specialist, Referral, Plan))
         query = (
             select(
@@ -546,9 +603,10 @@ class Store:
             .outerjoin(sp, sp.c.specialist_id == ap.c.specialist_id)
             .outerjoin(rf, rf.c.referral_id == ap.c.referral_id)
             .where(ap.c.appointment_at >= _naive(start), ap.c.appointment_at < _naive(end))
-            .where(ap.c.outcome.is_(None))
             .order_by(ap.c.appointment_at, ap.c.appointment_id)
         )
+        if not include_outcomes:
+            query = query.where(ap.c.outcome.is_(None))
         if specialty is not None:
             query = query.where(sp.c.specialty == specialty)
         if organization_id is not None:
@@ -651,6 +709,263 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return _frame(rows, cols)
+
+    # -- prediction log and outcome feedback ----------------------------------------------------
+
+    def log_predictions(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append prediction-log rows (columns of `Prediction` but id; `at` defaults to now,
+        UTC) in one bulk insert; returns the rows written. Callers on the request path catch
+        failures themselves (a log write never fails a request)."""
+        if not rows:
+            return 0
+        now = utcnow()
+        names = [c.name for c in _table(Prediction).columns if c.name != "id"]
+        batch = [{n: r.get(n) for n in names} | {"at": r.get("at") or now} for r in rows]
+        with self.engine.begin() as conn:
+            conn.execute(insert(_table(Prediction)), batch)
+        return len(batch)
+
+    def predictions(self, model: str | None = None) -> pd.DataFrame:
+        """The prediction log (of one model, or all), oldest first."""
+        table = _table(Prediction)
+        cols = list(table.columns)
+        query = select(*cols).order_by(table.c.id)
+        if model is not None:
+            query = query.where(table.c.model == model)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return _frame(rows, cols)
+
+    def apply_feedback(self, events: pd.DataFrame) -> tuple[int, int, list[int]]:
+        """Record outcome events and apply them to the contract rows; idempotent.
+
+        `events`: one row per event, columns
+            kind           "appointment" or "referral" (required)
+            appointment_id the appointment (kind appointment)
+            referral_id    the referral (kind referral)
+            outcome        attended | no_show | cancelled (kind appointment)
+            status         scheduled | completed | leaked (kind referral)
+            occurred_at    when it happened: clinic-local naive (an aware time is converted
+                           to UTC and made naive)
+            outreach_call  optional bool (appointment; null: leave the stored value)
+            specialist_id  optional (referral: the specialist chosen; null: leave it)
+        Absent optional columns are null. Values must already be valid (the HTTP layer's
+        pydantic models check them); a bad kind, outcome or status, or a missing id or time,
+        raises ValueError naming the column and row position (never the value).
+
+        Returns (recorded, duplicates, unknown): `recorded` events new to the `feedback` table
+        (unique on kind, subject id, outcome/status, occurred_at); `duplicates` those already
+        stored or repeated earlier in `events` (stored once, applied once); `unknown` the
+        positions (0-based, in `events` order) whose appointment/referral id is not in the
+        store (neither stored nor applied). Each recorded event updates its contract row
+        (appointments.outcome/outcome_at/outreach_call, referrals.status/status_at/
+        specialist_id) unless the row already holds a later event (outcome_at/status_at after
+        occurred_at); of several new events for one row the latest applies. One transaction."""
+        n = len(events)
+        if n == 0:
+            return 0, 0, []
+        ev = events.reset_index(drop=True)
+
+        def column(name: str) -> list[Any]:
+            if name not in ev.columns:
+                return [None] * n
+            return [None if _is_null(v) else v for v in ev[name].astype(object)]
+
+        kinds, outcomes, statuses = column("kind"), column("outcome"), column("status")
+        appointment_ids, referral_ids = column("appointment_id"), column("referral_id")
+        calls, specialists, times = (
+            column("outreach_call"),
+            column("specialist_id"),
+            column("occurred_at"),
+        )
+        parsed: list[tuple[str, str, str, datetime, Any, Any]] = []
+        for i in range(n):
+            kind = kinds[i]
+            if kind not in FEEDBACK_KINDS:
+                raise ValueError(f"row {i}: kind must be appointment or referral")
+            subject = appointment_ids[i] if kind == "appointment" else referral_ids[i]
+            id_column = "appointment_id" if kind == "appointment" else "referral_id"
+            value = outcomes[i] if kind == "appointment" else statuses[i]
+            value_column = "outcome" if kind == "appointment" else "status"
+            if subject is None or str(subject) == "":
+                raise ValueError(f"row {i}: {id_column} is required")
+            if value not in FEEDBACK_KINDS[kind]:
+                allowed = ", ".join(FEEDBACK_KINDS[kind])
+                raise ValueError(f"row {i}: {value_column} must be one of {allowed}")
+            if times[i] is None:
+                raise ValueError(f"row {i}: occurred_at is required")
+            try:
+                at = _naive(times[i])
+            except (ValueError, TypeError):
+                raise ValueError(f"row {i}: occurred_at must be a date-time") from None
+            call = None if calls[i] is None else bool(calls[i])
+            extra = call if kind == "appointment" else specialists[i]
+            parsed.append((kind, str(subject), str(value), at, extra, None))
+        for attempt in range(2):  # a concurrent insert of the same event: retry once
+            try:
+                return self._apply_feedback(parsed)
+            except IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _apply_feedback(
+        self, parsed: list[tuple[str, str, str, datetime, Any, Any]]
+    ) -> tuple[int, int, list[int]]:
+        fb, ap, rf = _table(Feedback), _table(Appointment), _table(Referral)
+        with self.engine.begin() as conn:
+            known: dict[str, set[str]] = {}
+            stored: set[tuple[str, str, str, datetime]] = set()
+            for kind, key in (
+                ("appointment", ap.c.appointment_id),
+                ("referral", rf.c.referral_id),
+            ):
+                ids = sorted({p[1] for p in parsed if p[0] == kind})
+                known[kind] = set()
+                for lo in range(0, len(ids), 500):  # bounded IN lists
+                    chunk = ids[lo : lo + 500]
+                    known[kind].update(
+                        str(v) for v in conn.execute(select(key).where(key.in_(chunk))).scalars()
+                    )
+                    query = select(fb.c.kind, fb.c.subject, fb.c.outcome, fb.c.occurred_at).where(
+                        fb.c.kind == kind, fb.c.subject.in_(chunk)
+                    )
+                    stored.update(
+                        (str(k), str(s), str(o), _naive(t)) for k, s, o, t in conn.execute(query)
+                    )
+            unknown: list[int] = []
+            new: list[dict[str, Any]] = []
+            duplicates = 0
+            received = utcnow()
+            for i, (kind, subject, value, at, extra, _) in enumerate(parsed):
+                if subject not in known[kind]:
+                    unknown.append(i)
+                    continue
+                key4 = (kind, subject, value, at)
+                if key4 in stored:
+                    duplicates += 1
+                    continue
+                stored.add(key4)
+                new.append(
+                    {
+                        "kind": kind,
+                        "subject": subject,
+                        "outcome": value,
+                        "occurred_at": at,
+                        "outreach_call": extra if kind == "appointment" else None,
+                        "specialist_id": None
+                        if kind == "appointment" or extra is None
+                        else str(extra),
+                        "received_at": received,
+                    }
+                )
+            if new:
+                conn.execute(insert(fb), new)
+            latest: dict[tuple[str, str], dict[str, Any]] = {}
+            for row in sorted(new, key=lambda r: r["occurred_at"]):
+                latest[(row["kind"], row["subject"])] = row  # the latest event per contract row
+            appointment_updates = [
+                {
+                    "b_id": r["subject"],
+                    "b_outcome": r["outcome"],
+                    "b_at": r["occurred_at"],
+                    "b_call": r["outreach_call"],
+                }
+                for (kind, _), r in latest.items()
+                if kind == "appointment"
+            ]
+            referral_updates = [
+                {
+                    "b_id": r["subject"],
+                    "b_status": r["outcome"],
+                    "b_at": r["occurred_at"],
+                    "b_specialist": r["specialist_id"],
+                }
+                for (kind, _), r in latest.items()
+                if kind == "referral"
+            ]
+            if appointment_updates:
+                conn.execute(
+                    update(ap)
+                    .where(ap.c.appointment_id == bindparam("b_id"))
+                    .where(ap.c.outcome_at.is_(None) | (ap.c.outcome_at <= bindparam("b_at")))
+                    .values(
+                        outcome=bindparam("b_outcome"),
+                        outcome_at=bindparam("b_at"),
+                        outreach_call=func.coalesce(bindparam("b_call"), ap.c.outreach_call),
+                    ),
+                    appointment_updates,
+                )
+            if referral_updates:
+                conn.execute(
+                    update(rf)
+                    .where(rf.c.referral_id == bindparam("b_id"))
+                    .where(rf.c.status_at.is_(None) | (rf.c.status_at <= bindparam("b_at")))
+                    .values(
+                        status=bindparam("b_status"),
+                        status_at=bindparam("b_at"),
+                        specialist_id=func.coalesce(bindparam("b_specialist"), rf.c.specialist_id),
+                    ),
+                    referral_updates,
+                )
+        return len(new), duplicates, unknown
+
+    def no_show_log(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """No-show predictions of appointments with start <= appointment_at < end, joined to
+        the stored appointment (time, outcome), its patient's birth year and payer type (never
+        the patient id): as_of, at, model_version, appointment_id, score, appointment_at,
+        outcome, birth_year, payer_type; one row per logged prediction, oldest first."""
+        pr, ap, pt, pl = (_table(m) for m in (Prediction, Appointment, Patient, Plan))
+        query = (
+            select(
+                pr.c.as_of,
+                pr.c.at,
+                pr.c.model_version,
+                pr.c.subject.label("appointment_id"),
+                pr.c.score,
+                ap.c.appointment_at,
+                ap.c.outcome,
+                pt.c.birth_year,
+                pl.c.payer_type,
+            )
+            .select_from(pr)
+            .join(ap, ap.c.appointment_id == pr.c.subject)
+            .outerjoin(pt, pt.c.patient_id == ap.c.patient_id)
+            .outerjoin(pl, pl.c.insurance_plan_id == pt.c.insurance_plan_id)
+            .where(pr.c.model == "no-show")
+            .where(ap.c.appointment_at >= _naive(start), ap.c.appointment_at < _naive(end))
+            .order_by(pr.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        df = _frame(rows, list(query.selected_columns))
+        df["birth_year"] = pd.to_numeric(df["birth_year"], errors="coerce")
+        return df
+
+    def ranker_log(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """Ranker predictions logged with start <= as_of < end for stored referrals, with the
+        referral's status and chosen specialist: as_of, request_id, referral_id, item, rank,
+        status, chosen_specialist_id; oldest first."""
+        pr, rf = _table(Prediction), _table(Referral)
+        query = (
+            select(
+                pr.c.as_of,
+                pr.c.request_id,
+                pr.c.subject.label("referral_id"),
+                pr.c.item,
+                pr.c.rank,
+                rf.c.status,
+                rf.c.specialist_id.label("chosen_specialist_id"),
+            )
+            .select_from(pr)
+            .join(rf, rf.c.referral_id == pr.c.subject)
+            .where(pr.c.model == "specialist-ranker")
+            .where(pr.c.as_of >= _naive(start), pr.c.as_of < _naive(end))
+            .order_by(pr.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return _frame(rows, list(query.selected_columns))
 
     def get_setting(self, name: str) -> str | None:
         with Session(self.engine) as session:
@@ -762,6 +1077,13 @@ def _naive(value: datetime | pd.Timestamp) -> datetime:
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     return stamp.to_pydatetime()
+
+
+def _is_null(value: Any) -> bool:
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or other container: not a null
+        return False
 
 
 def _parquet_columns(path: Path) -> set[str]:

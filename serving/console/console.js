@@ -121,6 +121,7 @@ function signOut(message) {
   $("who").hidden = true;
   $("nav").hidden = true;
   $("models").replaceChildren();
+  $("monitoring").replaceChildren();
   $("wl-table").hidden = true;
   $("rf-results").hidden = true;
   setStatus(message || "Signed out.");
@@ -459,11 +460,55 @@ async function showModels() {
     container.replaceChildren(...info.models.map(modelCard));
     state.modelsShown = true;
     setStatus("");
-    await Promise.all(info.models.map(loadPlots));
+    await Promise.all([showMonitoring(), ...info.models.map(loadPlots)]);
   } catch (err) {
     $("models-error").textContent = err.message;
     setStatus("");
   }
+}
+
+// Live monitoring (GET /monitoring, admin): weekly AUC and calibration gap, flags, worst drift.
+const fixed = (v, d = 3) => (v === null || v === undefined ? "—" : v.toFixed(d));
+
+async function showMonitoring() {
+  const box = $("monitoring");
+  box.replaceChildren(h("h3", {}, "Live monitoring"), h("p", { class: "help" }, "Reading the prediction log…"));
+  try {
+    const m = await api("GET", "/monitoring");
+    box.replaceChildren(...monitoringView(m));
+  } catch (err) {
+    box.replaceChildren(h("h3", {}, "Live monitoring"), h("p", { class: "error" }, err.message));
+  }
+}
+
+function monitoringView(m) {
+  const out = [h("h3", {}, `Live monitoring, ${m.start} to ${m.end}`)];
+  const raised = m.flags.filter((f) => f.raised);
+  out.push(h("p", { class: raised.length ? "error" : "help" }, raised.length
+    ? `Flags: ${raised.map((f) => `${f.name.replaceAll("_", " ")} (${fixed(f.value)} > ${fixed(f.threshold)})`).join("; ")}.`
+    : m.flags.length ? "No flag raised." : "Nothing to compare yet."));
+  for (const note of m.notes) out.push(h("p", { class: "help" }, note));
+  const ns = m.no_show;
+  if (ns) {
+    out.push(h("p", {}, `No-show model: ${ns.with_outcome} of ${ns.scored} scored visits have an outcome; AUC ${fixed(ns.overall.auc)} (training ${fixed(ns.training_auc)}), calibration gap ${fixed(ns.overall.calibration_gap)}, ECE ${fixed(ns.overall.ece)}.`));
+    out.push(h("div", { class: "table-wrap" }, h("table", { class: "grid monitoring" },
+      h("thead", {}, h("tr", {}, ["ISO week", "visits with outcome", "no-show rate", "mean risk", "calibration gap", "AUC", "top-20% recall"]
+        .map((c, i) => h("th", { scope: "col", class: i ? "num" : "" }, c)))),
+      h("tbody", {}, ns.weeks.map((w) => h("tr", {}, h("th", { scope: "row" }, w.group),
+        h("td", { class: "num" }, String(w.rows)), h("td", { class: "num" }, fixed(w.observed_rate)),
+        h("td", { class: "num" }, fixed(w.mean_predicted)), h("td", { class: "num" }, fixed(w.calibration_gap)),
+        h("td", { class: "num" }, fixed(w.auc)), h("td", { class: "num" }, fixed(w.top20_recall))))))));
+  }
+  if (m.ranker) {
+    out.push(h("p", {}, `Ranker: ${m.ranker.referrals} referrals; completion when the chosen specialist was ` +
+      m.ranker.groups.map((g) => `${g.group.replaceAll("_", " ")}: ${fixed(g.completion_rate, 2)} (${g.referrals})`).join(", ") + "."));
+  }
+  if (m.drift) {
+    const worst = m.drift.features.slice(0, 5).map((f) => `${f.feature} ${fixed(f.psi)} (${f.status})`).join(", ");
+    out.push(h("p", {}, `Input drift (PSI over ${m.drift.rows} visits, ${m.drift.status}): ${worst || "—"}.`));
+    if (m.drift.note) out.push(h("p", { class: "help" }, m.drift.note));
+  }
+  return out;
 }
 
 function metricsTable(metrics) {
