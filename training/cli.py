@@ -684,6 +684,67 @@ def retrain_cmd(
     raise typer.Exit(0 if outcome.promoted or no_promote else 1)
 
 
+feedback_app = typer.Typer(
+    no_args_is_help=True, help="New bookings and outcomes into the service store, in bulk."
+)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("bookings")
+def feedback_bookings_cmd(
+    data: Annotated[Path, typer.Option("--data", help="A later-period folder (<out>/later).")],
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db", envvar="REFERRAL_ML_STORE", help="SQLAlchemy URL of the service store."
+        ),
+    ] = "sqlite:///referral.db",
+) -> None:
+    """Append a later period's new referrals, appointments, slots and plans, without outcomes."""
+    from training.feedback_job import append_bookings
+
+    try:
+        counts = append_bookings(db, data)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc).splitlines()[0]) from None
+    except Exception as exc:  # e.g. a duplicate key: the rows were appended before
+        raise _fail(
+            f"{data}: not appended ({type(exc).__name__}); were they loaded already?"
+        ) from None
+    typer.echo("appended " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+@feedback_app.command("load")
+def feedback_load_cmd(
+    source: Annotated[
+        Path, typer.Argument(help="A feedback file (CSV/Parquet) or a later-period folder.")
+    ],
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db", envvar="REFERRAL_ML_STORE", help="SQLAlchemy URL of the service store."
+        ),
+    ] = "sqlite:///referral.db",
+) -> None:
+    """Apply outcomes idempotently (as POST /feedback does); bad lines are reported, the rest
+    applied. Exit 1 when any line was rejected or named an unknown id."""
+    from training.feedback_job import load_feedback
+
+    if not source.exists():
+        raise _fail(f"{source}: no such file or folder")
+    try:
+        result = load_feedback(db, source)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(
+        f"recorded {result.recorded:,}, duplicates {result.duplicates:,}, "
+        f"unknown {len(result.unknown):,}, rejected {len(result.rejected):,}"
+    )
+    for line in (result.rejected + result.unknown)[:20]:
+        typer.echo(f"  {line}")
+    raise typer.Exit(1 if result.rejected or result.unknown else 0)
+
+
 @app.command("drift")
 def drift_cmd(
     model: Annotated[str, typer.Argument(help="no-show (the ranker's reference is saved too).")],
