@@ -15,6 +15,7 @@ from serving.keys import Role, create_key
 from serving.runtime import Runtime
 from serving.service import JSON_ENDPOINTS, dispatch
 from serving.store import Store
+from tests.unit.runtime_fixtures import loaded_runtime
 
 pytestmark = pytest.mark.unit
 
@@ -28,12 +29,7 @@ def runtime(
     bundles: dict[str, Path],
     as_of: datetime,
 ) -> Runtime:
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('fb') / 'referral.db'}")
-    store.create()
-    store.load_dataset(small_world)
-    rt = Runtime(store.url, bundles["ranker"], bundles["no_show"], now=as_of, store=store)
-    assert rt.load(), rt.not_ready_reason
-    return rt
+    return loaded_runtime(tmp_path_factory.mktemp("fb"), small_world, bundles, as_of)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from serving.monitoring import Thresholds, auc, flags, no_show_report, ranker_re
 from serving.runtime import Runtime
 from serving.schemas import MonitoringRequest
 from serving.service import ENDPOINTS, JSON_ENDPOINTS, Endpoint, dispatch
-from serving.store import Store
+from tests.unit.runtime_fixtures import loaded_runtime
 
 pytestmark = pytest.mark.unit
 
@@ -203,12 +203,7 @@ def runtime(
     bundles: dict[str, Path],
     as_of: datetime,
 ) -> Runtime:
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('mon') / 'referral.db'}")
-    store.create()
-    store.load_dataset(small_world)
-    rt = Runtime(store.url, bundles["ranker"], bundles["no_show"], now=as_of, store=store)
-    assert rt.load(), rt.not_ready_reason
-    return rt
+    return loaded_runtime(tmp_path_factory.mktemp("mon"), small_world, bundles, as_of)
 
 
 def _endpoint(method: str, path: str) -> Endpoint:

@@ -15,7 +15,7 @@ from serving.keys import Role, create_key
 from serving.runtime import Runtime
 from serving.schemas import NoShowRiskRequest, RecommendRequest, WorklistRequest
 from serving.service import JSON_ENDPOINTS, dispatch
-from serving.store import Store
+from tests.unit.runtime_fixtures import loaded_runtime
 from tests.unit.test_runtime import _referral
 
 pytestmark = pytest.mark.unit
@@ -28,12 +28,7 @@ def runtime(
     bundles: dict[str, Path],
     as_of: datetime,
 ) -> Runtime:
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('plog') / 'referral.db'}")
-    store.create()
-    store.load_dataset(small_world)
-    rt = Runtime(store.url, bundles["ranker"], bundles["no_show"], now=as_of, store=store)
-    assert rt.load(), rt.not_ready_reason
-    return rt
+    return loaded_runtime(tmp_path_factory.mktemp("plog"), small_world, bundles, as_of)
 
 
 def _appointments(runtime: Runtime, as_of: datetime, n: int) -> list[dict[str, object]]:

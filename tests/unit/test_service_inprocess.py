@@ -14,6 +14,7 @@ from serving.keys import Role, create_key
 from serving.runtime import Runtime, parse_tiers
 from serving.service import ENDPOINTS, INVALID_JSON, JSON_ENDPOINTS, TOO_LARGE, Endpoint, dispatch
 from serving.store import Store
+from tests.unit.runtime_fixtures import loaded_runtime
 from tests.unit.test_runtime import _referral
 
 pytestmark = pytest.mark.unit
@@ -26,12 +27,7 @@ def runtime(
     bundles: dict[str, Path],
     as_of: datetime,
 ) -> Runtime:
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('svc') / 'referral.db'}")
-    store.create()
-    store.load_dataset(small_world)
-    rt = Runtime(store.url, bundles["ranker"], bundles["no_show"], now=as_of, store=store)
-    assert rt.load(), rt.not_ready_reason
-    return rt
+    return loaded_runtime(tmp_path_factory.mktemp("svc"), small_world, bundles, as_of)
 
 
 def role_headers(store: Store) -> dict[Role, dict[str, str]]:
