@@ -49,7 +49,10 @@ class NextAvailableIndex:
         self, codes: np.ndarray, as_of: np.ndarray | pd.Series
     ) -> np.ndarray:
         """As days_until_free, for specialists given by `codes` (faster for many rows)."""
-        t = epoch_minutes(pd.Series(np.asarray(as_of)))
+        raw = np.asarray(as_of)
+        # A datetime64 array (the serving path's) is read as it is: a Series around it cost
+        # more than the lookup itself.
+        t = epoch_minutes(raw if raw.dtype.kind == "M" else pd.Series(raw))
         out = np.full(len(codes), NO_SLOT_DAYS)
         known = codes >= 0
         if not known.any() or len(self._composite) == 0:
@@ -64,7 +67,8 @@ class NextAvailableIndex:
         return out
 
 
-def epoch_minutes(values: pd.Series) -> np.ndarray:
-    """Whole minutes since the epoch (-1 for a missing time)."""
-    arr = np.asarray(values.to_numpy(), dtype="datetime64[m]")
+def epoch_minutes(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Whole minutes since the epoch (-1 for a missing time) of a datetime column or array."""
+    raw = values if isinstance(values, np.ndarray) else values.to_numpy()
+    arr = np.asarray(raw, dtype="datetime64[m]")
     return np.where(np.isnat(arr), -1, arr.astype(np.int64))

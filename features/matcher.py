@@ -70,6 +70,27 @@ class SpecialistRanker(CompiledScoring):
         """Per-feature path attributions of some rows (the top k, after compiled scoring)."""
         return self._attributions()(self._model_input(X))
 
+    def score_pairs(self, A: np.ndarray) -> np.ndarray:
+        """`score` of a (rows, PAIR_FEATURES) float matrix, as `request_pair_features` builds
+        it: the serving path, which never builds a frame."""
+        return self.scorer.raw_score(self._pair_input(A))
+
+    def score_and_attribute_pairs(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`score_and_attribute` of a (rows, PAIR_FEATURES) float matrix."""
+        return self._attributions().score_and_attribute(self._pair_input(A))
+
+    def attribute_pairs(self, A: np.ndarray) -> np.ndarray:
+        """`attribute` of a (rows, PAIR_FEATURES) float matrix."""
+        return self._attributions()(self._pair_input(A))
+
+    def _pair_input(self, A: np.ndarray) -> np.ndarray:
+        """The model's columns (`features`, a subset of PAIR_FEATURES in any order) of a
+        PAIR_FEATURES-ordered matrix; the matrix itself when they are all of them, in order."""
+        if self.features == PAIR_FEATURES:
+            return A
+        columns = [PAIR_FEATURES.index(f) for f in self.features]
+        return np.ascontiguousarray(A[:, columns])
+
     def _model_input(self, X: pd.DataFrame) -> pd.DataFrame:
         # A compiled scorer's encoder picks the model's columns by name: selecting them in
         # pandas costs more than scoring a few dozen candidates.
@@ -235,24 +256,27 @@ class Matcher:
 
     def candidate_features(self, req: MatchRequest, found: RetrievalResult) -> pd.DataFrame:
         """The pair features of the retrieved candidates of one request (PAIR_FEATURES
-        columns), as the ranker scores them: coded once per request, no per-pair frame."""
+        columns), as a frame (benchmarks, notebooks); `rank` uses `candidate_matrix`."""
+        return pd.DataFrame(self.candidate_matrix(req, found), columns=list(PAIR_FEATURES))
+
+    def candidate_matrix(self, req: MatchRequest, found: RetrievalResult) -> np.ndarray:
+        """The pair features of the retrieved candidates as a (rows, PAIR_FEATURES) float
+        matrix: coded once per request, and no frame (building one, then taking the top k rows
+        of it, cost as much as scoring the candidates)."""
         as_of = req.as_of if req.as_of is not None else (self.now or pd.Timestamp.now())
-        return pd.DataFrame(  # one float block (features.ranking.request_pair_features)
-            request_pair_features(
-                self.ctx,
-                found.rows,
-                as_of=as_of,
-                latitude=req.latitude,
-                longitude=req.longitude,
-                insurance_plan_id=req.insurance_plan_id,
-                reason_code=req.reason_code,
-                urgency=req.urgency,
-                language=req.language,
-                sex=req.sex,
-                patient_id=req.patient_id,
-                referring_system=req.referring_system,
-            ),
-            columns=list(PAIR_FEATURES),
+        return request_pair_features(
+            self.ctx,
+            found.rows,
+            as_of=as_of,
+            latitude=req.latitude,
+            longitude=req.longitude,
+            insurance_plan_id=req.insurance_plan_id,
+            reason_code=req.reason_code,
+            urgency=req.urgency,
+            language=req.language,
+            sex=req.sex,
+            patient_id=req.patient_id,
+            referring_system=req.referring_system,
         )
 
     def recommend(self, req: MatchRequest, k: int = 5, reasons: bool = True) -> MatchResult:
@@ -278,26 +302,29 @@ class Matcher:
         if len(found.rows) == 0:
             return [], {}
         t1 = time.perf_counter()
-        X = self.candidate_features(req, found)
+        X = self.candidate_matrix(req, found)
         t2 = time.perf_counter()
         attributions = None
         if reasons and self.ranker.backend == "lightgbm":
             # LightGBM: one pred_leaf pass gives every row's score and attributions at once.
-            scores, attributions = self.ranker.score_and_attribute(X)
+            scores, attributions = self.ranker.score_and_attribute_pairs(X)
         else:  # compiled trees score every row; only the top k are attributed, below
-            scores = self.ranker.score(X)
+            scores = self.ranker.score_pairs(X)
         order = np.argsort(-scores, kind="stable")
         if self._several_locations:
             _, first = np.unique(self._npi_code[found.rows[order]], return_index=True)
             order = order[np.sort(first)]
         top = order[:k]
-        Xtop = X.iloc[top]
+        top_values = X[top]
         contrib = None
         if reasons:
-            contrib = attributions[top] if attributions is not None else self.ranker.attribute(Xtop)
+            contrib = (
+                attributions[top]
+                if attributions is not None
+                else self.ranker.attribute_pairs(top_values)
+            )
         t3 = time.perf_counter()
-        names = list(X.columns)
-        top_values = Xtop.to_numpy(dtype=float)
+        names = list(PAIR_FEATURES)
         matches: list[Match] = []
         for rank, i in enumerate(top, start=1):
             values = dict(zip(names, map(float, top_values[rank - 1]), strict=True))

@@ -16,6 +16,7 @@ working at once in every worker, not when the cache expires; the cache only skip
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -23,9 +24,10 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from serving.schemas import Role
@@ -142,6 +144,16 @@ def create_key(store: Store, role: Role | str) -> tuple[str, str]:
     return key_id, secret
 
 
+@functools.cache
+def _key_lookup() -> Select[tuple[str, str, datetime | None]]:
+    """SELECT hash, role, revoked_at of one key_id (the :key_id parameter), built once: building
+    it per request cost as much as running it."""
+    table = ApiKey.__table__
+    return select(table.c.hash, table.c.role, table.c.revoked_at).where(
+        table.c.key_id == bindparam("key_id")
+    )
+
+
 def verify(store: Store, secret: str | None) -> tuple[str, Role] | None:
     """(key_id, role) for a valid, unrevoked key; None for anything else (malformed, unknown,
     wrong secret, revoked)."""
@@ -151,11 +163,8 @@ def verify(store: Store, secret: str | None) -> tuple[str, Role] | None:
     if match is None:
         return None
     key_id = match.group(1)
-    table = ApiKey.__table__
     with store.engine.connect() as conn:  # Core: one primary-key lookup per request
-        row = conn.execute(
-            select(table.c.hash, table.c.role, table.c.revoked_at).where(table.c.key_id == key_id)
-        ).first()
+        row = conn.execute(_key_lookup(), {"key_id": key_id}).first()
     if row is None or row.revoked_at is not None:
         return None
     stored, role = row.hash, row.role

@@ -27,6 +27,7 @@ patient and referral ids (``hash_id``), salted per database (or by ``REFERRAL_ML
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -67,6 +68,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.sql.dml import Insert
 
 from features.contract import AUDIT_ONLY_COLUMNS
 from features.geo import haversine_km
@@ -374,6 +376,14 @@ def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+@functools.cache
+def _insert_statement(model: type[Base]) -> Insert:
+    """The INSERT of a table, built once: building the statement and its cache key on every
+    call cost as much as the write itself (the audit row, the prediction log: once or twice
+    per request)."""
+    return insert(_table(model))
 
 
 def _columns(name: str) -> list[str]:
@@ -722,7 +732,7 @@ class Store:
         names = [c.name for c in _table(Prediction).columns if c.name != "id"]
         batch = [{n: r.get(n) for n in names} | {"at": r.get("at") or now} for r in rows]
         with self.engine.begin() as conn:
-            conn.execute(insert(_table(Prediction)), batch)
+            conn.execute(_insert_statement(Prediction), batch)
         return len(batch)
 
     def predictions(self, model: str | None = None) -> pd.DataFrame:
@@ -1017,7 +1027,7 @@ class Store:
         }
         # SQLAlchemy Core, not an ORM session: one row per request, on the request path
         with self.engine.begin() as conn:
-            result = conn.execute(insert(_table(Audit)), row)
+            result = conn.execute(_insert_statement(Audit), row)
             key = result.inserted_primary_key
             assert key is not None
             return int(key[0])
