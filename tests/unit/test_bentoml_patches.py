@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from serving.bentoml_patches import REPLACED_SOURCE_SHA256, cancel_request_timers, source_digest
+from serving.bentoml_patches import (
+    REPLACED_SOURCE_SHA256,
+    SCHEMA_SOURCE_SHA256,
+    cache_root_schemas,
+    cancel_request_timers,
+    schema_source_digest,
+    source_digest,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -56,3 +63,51 @@ def test_answered_requests_leave_no_timer_behind() -> None:
 def test_a_request_over_the_timeout_is_still_a_504() -> None:
     statuses, _ = asyncio.run(_serve(_slow, timeout=0.05, requests=1))
     assert statuses == [504]
+
+
+def test_the_schema_method_is_the_one_the_cache_was_written_for() -> None:
+    assert schema_source_digest() == SCHEMA_SOURCE_SHA256
+
+
+def test_root_schemas_are_built_once_and_handed_out_as_copies() -> None:
+    from typing import Annotated
+
+    from _bentoml_sdk.io_models import IORootModel
+    from pydantic import Field
+
+    cache_root_schemas()
+
+    class Numbers(IORootModel):  # type: ignore[misc]
+        root: Annotated[list[int], Field(min_length=1)]
+
+    first = Numbers.model_json_schema()
+    assert first["type"] == "array" and first["minItems"] == 1
+    first["mutated"] = True  # a caller's change must not reach the next caller
+    second = Numbers.model_json_schema()
+    assert "mutated" not in second and second == {k: v for k, v in first.items() if k != "mutated"}
+    # bodies still parse and validate through the cached schema
+    assert Numbers.model_validate_json(b"[1, 2]").root == [1, 2]
+    with pytest.raises(ValueError):
+        Numbers.model_validate_json(b"[]")
+
+
+def test_the_schema_is_built_once_per_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    from _bentoml_sdk.io_models import IORootModel
+    from pydantic import TypeAdapter
+
+    cache_root_schemas()
+
+    class Text(IORootModel):  # type: ignore[misc]
+        root: str
+
+    built: list[object] = []
+    real = TypeAdapter.json_schema
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        built.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TypeAdapter, "json_schema", counting)
+    for _ in range(5):
+        assert Text.model_validate_json(b"hello").root == "hello"  # a string root: not parsed
+    assert len(built) == 1
