@@ -249,6 +249,36 @@ def test_the_matcher_ranks_and_explains_alike_with_compiled_trees(
         )
 
 
+def test_lightgbm_ranks_and_explains_alike_in_one_pass_and_in_two(
+    ranker_bundle: Path,
+    small_tables: dict[str, pd.DataFrame],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a ranker served by plain LightGBM, and referrals with more candidates than the
+    # one-pass limit (scores first, then the top k attributed) and with fewer (one pass)
+    import features.matcher as matcher_module
+
+    plain = SpecialistRanker.load(ranker_bundle, trees=_settings(tmp_path, backend="lightgbm"))
+    matcher = Matcher.from_tables(plain, small_tables, now=pd.Timestamp("2025-07-01"))
+    specialty = str(small_tables["specialists"]["specialty"].mode()[0])
+    sp = small_tables["specialists"]
+    seen = []
+    for lat, lon in zip(sp["latitude"][:5], sp["longitude"][:5], strict=True):
+        req = MatchRequest(float(lat), float(lon), specialty, "I50.9", insurance_plan_id=None)
+        # When the same referral is answered with either path
+        monkeypatch.setattr(matcher_module, "ONE_PASS_ROWS", 0)
+        two = matcher.recommend(req, k=5)
+        monkeypatch.setattr(matcher_module, "ONE_PASS_ROWS", 10**9)
+        one = matcher.recommend(req, k=5)
+        seen.append(two.candidates)
+        # Then the specialists, scores and reasons are the same
+        assert [m.specialist_id for m in one.matches] == [m.specialist_id for m in two.matches]
+        assert [m.reasons for m in one.matches] == [m.reasons for m in two.matches]
+        assert np.allclose([m.score for m in one.matches], [m.score for m in two.matches])
+    assert max(seen) > 5  # some referrals had candidates beyond the top k
+
+
 # -- threads --------------------------------------------------------------------------------
 
 
