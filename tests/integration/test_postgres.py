@@ -148,6 +148,42 @@ def test_contacts_and_audit_rows_as_on_sqlite(pg: Store, lite: Store) -> None:
     assert got[0]["model_versions"] == {"ranker": "7", "no_show": "unversioned", "n": 1.5}
 
 
+def test_prediction_log_rows_as_on_sqlite(pg: Store, lite: Store) -> None:
+    # Given one batch of ranker rows (item, rank) and risk rows (no item, no rank), nulls mixed
+    at = datetime(2025, 2, 3, 4, 5, 6, 789012)
+    rows: list[dict[str, Any]] = [
+        {
+            "model": "specialist-ranker",
+            "model_version": "3",
+            "subject": "RF1",
+            "item": "S1",
+            "rank": 1,
+            "score": 2.5,
+            "request_id": "q1",
+            "as_of": at,
+            "at": at,
+        },
+        {
+            "model": "no-show",
+            "model_version": "2",
+            "subject": "AP1",
+            "score": 0.25,
+            "request_id": "q2",
+            "as_of": at,
+            "at": at,
+        },
+    ]
+    for store in (pg, lite):
+        assert store.log_predictions(rows) == 2
+    # Then both databases read them back the same, nulls included
+    got, want = (
+        s.predictions().query("request_id in ('q1', 'q2')").reset_index(drop=True)
+        for s in (pg, lite)
+    )
+    assert_frame_equal(got.drop(columns="id"), want.drop(columns="id"), check_exact=True)
+    assert got["rank"].isna().tolist() == [False, True] and got["at"].tolist() == [at, at]
+
+
 def test_api_keys_on_postgres(pg: Store) -> None:
     keys.clear_cache()
     made = {role: keys.create_key(pg, role) for role in Role}
