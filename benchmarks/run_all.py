@@ -447,6 +447,13 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
             f"| {r.area} | {r.figure} | {num(r.value)} {r.unit} | {r.anchor} | "
             f"{num(r.anchor_value)} | {ratio} | {r.target} | {met} |"
         )
+    reused = [s for s, v in meta["steps"].items() if v.get("reused")]
+    if reused:
+        lines += [
+            "",
+            f"Steps {', '.join(reused)}: rows of an earlier run of the same day "
+            f"({meta.get('reused_from') or 'see the JSON'}), not re-run.",
+        ]
     failed = [s for s, v in meta["steps"].items() if v["returncode"] != 0]
     if failed:
         lines += ["", f"Steps that failed (see their logs): {', '.join(failed)}"]
@@ -472,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=Path, default=ROOT / "data" / "world-large")
     parser.add_argument("--medium", type=Path, default=ROOT / "data" / "world-medium")
     parser.add_argument("--tiny", type=Path, default=None, help="the --quick world")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --only: the other steps' rows from their results of an earlier run today "
+        "(the table names them and that run's commit)",
+    )
     args = parser.parse_args(argv)
     names = [s.name for s in STEPS]
     only = [n for n in args.only.split(",") if n] or names
@@ -496,6 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, Any] = {}
     for step in STEPS:
         if step.name not in only:
+            if args.reuse and not args.quick:
+                earlier = sorted((raw_dir / step.name).glob(step.result))
+                if earlier:  # as measured by an earlier run of today
+                    doc = json.loads(earlier[-1].read_text())
+                    raw[step.name] = doc
+                    rows += step.rows(doc)
+                    meta["steps"][step.name] = {"returncode": 0, "reused": str(earlier[-1])}
             continue
         if step.needs:
             world = args.tiny if args.quick else getattr(args, step.needs)
@@ -519,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += step.rows(doc)
         print(f"   done in {seconds:.0f} s", flush=True)
     meta["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    earlier_table = args.results / f"{today}.json"
+    if any(v.get("reused") for v in meta["steps"].values()) and earlier_table.exists():
+        previous = json.loads(earlier_table.read_text()).get("code", {})
+        meta["reused_from"] = f"commit {previous.get('commit', '?')}"
     table = markdown(rows, meta)
     stem = f"{today}-quick" if args.quick else today
     (args.results / f"{stem}.json").write_text(
