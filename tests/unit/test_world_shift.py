@@ -48,7 +48,6 @@ SMALL_SEED_11_HASHES = {
     "appointments": "e9010780dda992a3624064ca034eb9f9535214371d0fb311e85173feff420fb7",
     "truth/patients": "4fc6c4beede317be447ddbc4b70d01143e7109bd4a83e020a7f938a627a1c025",
     "truth/specialists": "1d46013bdf1ff801945ab94ad4433fb54fc510efc5a957b967a2975f791f8e71",
-    "truth/appointments": "1c271e12d9a68559955ac46910dec5d6f8ee478810b4475a8a9a2ba7298dfbdc",
     "truth/match_utility": "5d1834ded4f0f47a5d6cbfec0fa570aca5b0e2f17c8755f842d771f8d5519192",
 }
 
@@ -92,9 +91,26 @@ def _median_lead_days(appointments: pd.DataFrame) -> float:
     return float(lead.dt.total_seconds().median() / 86_400)
 
 
+# The true no-show probabilities go through exp and log, whose last bits differ between CPUs
+# (numpy's AVX-512 and AVX2 code paths: an AMD EPYC with AVX-512 wrote other bits than the
+# machine these hashes were first taken on, while every drawn outcome was the same). That table
+# is compared with its floats rounded to 8 decimals.
+ROUNDED_HASHES = {
+    "truth/appointments": "4b50d14ac479723ccab81024b2bf85785585a92631e71631c1dabefe729dcacc",
+}
+
+
+def _rounded_hash(df: pd.DataFrame) -> str:
+    floats = [c for c in df.columns if df[c].dtype.kind == "f"]
+    return content_hash(df.assign(**{c: df[c].round(8) for c in floats}))
+
+
 def test_the_default_world_is_what_it_was_before_shifts(small_world: Path) -> None:
     manifest = json.loads((small_world / "manifest.json").read_text())
-    assert manifest["content_hashes"] == SMALL_SEED_11_HASHES
+    exact = {k: v for k, v in manifest["content_hashes"].items() if k not in ROUNDED_HASHES}
+    assert exact == SMALL_SEED_11_HASHES
+    for name, expected in ROUNDED_HASHES.items():
+        assert _rounded_hash(pd.read_parquet(small_world / f"{name}.parquet")) == expected
     assert "shift" not in manifest["config"] and "later" not in manifest
     assert not (small_world / "later").exists()
 
