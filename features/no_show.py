@@ -12,7 +12,9 @@ columns.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 import numpy as np
@@ -20,7 +22,7 @@ import pandas as pd
 
 from features.contract import AUDIT_ONLY_COLUMNS
 from features.geo import haversine_km
-from features.history import patient_history
+from features.history import NEVER, HistoryIndex, as_seconds
 
 # The flat per-appointment input. Required columns first; the rest are used when present.
 FLAT_REQUIRED: Final = ("appointment_id", "booked_at", "appointment_at")
@@ -207,16 +209,57 @@ def prediction_time(flat: pd.DataFrame, offset_days: float | None) -> pd.Series:
     return before.where(before > booked, booked)
 
 
+# Whose smoothed no-show rates are features, from their attended/no-show visits.
+ENTITY_KEYS: Final = ("specialist_id", "organization_id")
+VISIT_OUTCOMES: Final = ("attended", "no_show")
+HISTORY_KEYS: Final = ("patient_id", *ENTITY_KEYS)
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureHistory:
+    """The outcome history `build_features` reads, indexed once: every outcome by patient
+    (prior visits, no-shows, cancellations) and the attended/no-show visits by specialist and by
+    clinic (their no-show rates).
+
+    The service builds one per load and passes it with every request, so a request does not
+    filter, factorize and sort every recorded outcome again; given a plain events frame,
+    `build_features` indexes it for that call only. Either way the features are the same.
+    """
+
+    patients: HistoryIndex | None  # None: no events at all (history features take defaults)
+    entities: Mapping[str, HistoryIndex]  # ENTITY_KEYS the events have a column for
+
+    @classmethod
+    def from_events(
+        cls, events: pd.DataFrame | None, keys: Collection[str] = HISTORY_KEYS
+    ) -> FeatureHistory:
+        """Index `events` (as `history_events` or `Store.outcome_events` give them) by those
+        of `keys` that features read. None: no history (defaults, entity base rates)."""
+        if events is None:
+            return cls(None, {})
+        patients = (
+            HistoryIndex.build(events, "patient_id")
+            if "patient_id" in keys and len(events)
+            else None
+        )
+        entities = {
+            key: HistoryIndex.build(events, key, VISIT_OUTCOMES)
+            for key in ENTITY_KEYS
+            if key in keys and key in events.columns
+        }
+        return cls(patients, entities)
+
+
 def _entity_rate(
-    flat: pd.DataFrame, events: pd.DataFrame, as_of: pd.Series, key: str, base_rate: float
+    flat: pd.DataFrame, history: FeatureHistory, seconds: np.ndarray, key: str, base_rate: float
 ) -> np.ndarray:
     """Smoothed no-show rate of a specialist or clinic from visits with outcomes before as_of."""
-    if key not in flat.columns or key not in events.columns or flat[key].isna().all():
+    index = history.entities.get(key)
+    if index is None or key not in flat.columns or flat[key].isna().all():
         return np.full(len(flat), base_rate)
-    visits = events[events["outcome"].isin(["attended", "no_show"])]
-    h = patient_history(flat.assign(_as_of=as_of.to_numpy()), visits, as_of="_as_of", key=key)
-    n = h["prior_appointments"].to_numpy(dtype=float)
-    ns = h["prior_no_shows"].to_numpy(dtype=float)
+    h = index.counts(index.codes(flat[key]), seconds)
+    n = h.prior_appointments.astype(float)
+    ns = h.prior_no_shows.astype(float)
     return (ns + ENTITY_STRENGTH * base_rate) / (n + ENTITY_STRENGTH)
 
 
@@ -229,7 +272,7 @@ def history_events(flat: pd.DataFrame) -> pd.DataFrame:
 
 def build_features(
     flat: pd.DataFrame,
-    events: pd.DataFrame | None,
+    events: pd.DataFrame | FeatureHistory | None,
     spec: NoShowFeatureSpec | None = None,
     *,
     offset_days: float | None = None,
@@ -238,8 +281,10 @@ def build_features(
 ) -> tuple[pd.DataFrame, NoShowFeatureSpec]:
     """The model matrix for flat rows, as of each row's prediction time.
 
-    Without `spec` (training) the spec is derived from the columns present and returned; with
-    `spec` (scoring, serving) the same columns and category levels are rebuilt, missing inputs
+    `events` is the outcome history: an events frame (`history_events`), the same indexed once
+    (`FeatureHistory`, what the service keeps between requests), or None for none. Without
+    `spec` (training) the spec is derived from the columns present and returned; with `spec`
+    (scoring, serving) the same columns and category levels are rebuilt, missing inputs
     becoming NaN so the model treats them as unknown.
     """
     leaked = AUDIT_ONLY_COLUMNS & set(extra_numeric + extra_categorical)
@@ -248,11 +293,18 @@ def build_features(
     if spec is not None:
         offset_days = spec.offset_days
         extra_numeric, extra_categorical = tuple(spec.extra_numeric), tuple(spec.extra_categorical)
+    history = (
+        events
+        if isinstance(events, FeatureHistory)
+        else FeatureHistory.from_events(events, [k for k in HISTORY_KEYS if k in flat.columns])
+    )
+    n = len(flat)
     booked = pd.to_datetime(flat["booked_at"])
     appt = pd.to_datetime(flat["appointment_at"])
-    as_of = prediction_time(flat, offset_days)
+    seconds = as_seconds(prediction_time(flat, offset_days))
     lead = (appt - booked).dt.total_seconds().to_numpy() / 86_400.0
-    X = pd.DataFrame(index=flat.index)
+    # Columns as arrays, framed once at the end (no frame grown column by column and copied).
+    X: dict[str, np.ndarray] = {}
     X["lead_days"] = np.maximum(lead, 0.0)
     X["same_day"] = (appt.dt.normalize() == booked.dt.normalize()).astype(float).to_numpy()
     X["booked_weekday"] = booked.dt.day_of_week.astype(float).to_numpy()
@@ -260,48 +312,39 @@ def build_features(
     X["visit_weekday"] = appt.dt.day_of_week.astype(float).to_numpy()
     X["visit_hour"] = appt.dt.hour.astype(float).to_numpy()
     for col in ("age", "distance_km"):
-        X[col] = (
-            pd.to_numeric(flat[col], errors="coerce").to_numpy(dtype=float)
-            if col in flat
-            else np.nan
-        )
+        X[col] = _numeric_column(flat, col)
     for col in ("text_reminder", "outreach_call"):
-        X[col] = flat[col].astype(float).to_numpy() if col in flat else np.nan
+        X[col] = flat[col].astype(float).to_numpy() if col in flat else np.full(n, np.nan)
 
     base = spec.base_rate if spec else _base_rate(flat)
-    if "patient_id" in flat.columns and events is not None and len(events):
-        h = patient_history(flat.assign(_as_of=as_of.to_numpy()), events, as_of="_as_of")
-        visits = (h["prior_appointments"] - h["prior_cancellations"]).to_numpy(dtype=float)
-        X["prior_appointments"] = h["prior_appointments"].to_numpy(dtype=float)
-        X["prior_no_shows"] = h["prior_no_shows"].to_numpy(dtype=float)
-        X["prior_cancellations"] = h["prior_cancellations"].to_numpy(dtype=float)
+    patients = history.patients
+    if "patient_id" in flat.columns and patients is not None:
+        h = patients.counts(patients.codes(flat["patient_id"]), seconds)
+        visits = (h.prior_appointments - h.prior_cancellations).astype(float)
+        X["prior_appointments"] = h.prior_appointments.astype(float)
+        X["prior_no_shows"] = h.prior_no_shows.astype(float)
+        X["prior_cancellations"] = h.prior_cancellations.astype(float)
         X["prior_no_show_rate"] = (X["prior_no_shows"] + RATE_STRENGTH * base) / (
             visits + RATE_STRENGTH
         )
-        X["days_since_last_no_show"] = h["days_since_last_no_show"].to_numpy(dtype=float)
+        X["days_since_last_no_show"] = h.days_since_last_no_show.astype(float)
     else:
         for col in ("prior_appointments", "prior_no_shows", "prior_cancellations"):
-            X[col] = 0.0
-        X["prior_no_show_rate"] = base
-        X["days_since_last_no_show"] = 9_999.0
-    ev = events if events is not None else pd.DataFrame(columns=["outcome", "outcome_at"])
-    X["specialist_no_show_rate"] = _entity_rate(flat, ev, as_of, "specialist_id", base)
-    X["clinic_no_show_rate"] = _entity_rate(flat, ev, as_of, "organization_id", base)
+            X[col] = np.zeros(n)
+        X["prior_no_show_rate"] = np.full(n, base)
+        X["days_since_last_no_show"] = np.full(n, NEVER)
+    X["specialist_no_show_rate"] = _entity_rate(flat, history, seconds, "specialist_id", base)
+    X["clinic_no_show_rate"] = _entity_rate(flat, history, seconds, "organization_id", base)
     for col in extra_numeric:
-        X[col] = (
-            pd.to_numeric(flat[col], errors="coerce").to_numpy(dtype=float)
-            if col in flat
-            else np.nan
-        )
+        X[col] = _numeric_column(flat, col)
 
     categorical = [c for c in CATEGORICAL if c in flat.columns] + list(extra_categorical)
+    # Each categorical column factorized once: its few distinct values give both the training
+    # levels and the codes (a million rows hold a handful of languages or specialties).
+    factorized = {c: pd.factorize(flat[c], use_na_sentinel=True) for c in categorical if c in flat}
     if spec is None:
-        numeric = [c for c in X.columns if X[c].notna().any()]
-        levels = {
-            c: sorted(str(v) for v in flat[c].dropna().unique())
-            for c in categorical
-            if c in flat.columns
-        }
+        numeric = [c for c, v in X.items() if not np.isnan(v).all()]
+        levels = {c: sorted(str(v) for v in uniques) for c, (_, uniques) in factorized.items()}
         spec = NoShowFeatureSpec(
             numeric=numeric,
             categorical=levels,
@@ -310,15 +353,42 @@ def build_features(
             extra_categorical=list(extra_categorical),
             base_rate=base,
         )
-    out = X.reindex(columns=spec.numeric).astype(float)
+    columns: dict[str, Any] = {
+        c: X[c].astype(float, copy=False) if c in X else np.full(n, np.nan) for c in spec.numeric
+    }
     for col, cats in spec.categorical.items():
-        values = (
-            flat[col].astype("string")
-            if col in flat.columns
-            else pd.Series(pd.NA, index=flat.index)
-        )
-        out[col] = pd.Categorical(values, categories=cats)
-    return out, spec
+        columns[col] = _categorical(factorized.get(col), n, cats)
+    return pd.DataFrame(columns, index=flat.index), spec
+
+
+def _numeric_column(flat: pd.DataFrame, col: str) -> np.ndarray:
+    """A flat column as floats (unparseable values and a missing column: NaN)."""
+    if col not in flat:
+        return np.full(len(flat), np.nan)
+    return pd.to_numeric(flat[col], errors="coerce").to_numpy(dtype=float)
+
+
+def _categorical(
+    factorized: tuple[np.ndarray, Any] | None, n: int, categories: list[str]
+) -> pd.Categorical:
+    """The column as a Categorical of the model's levels (unknown values and a missing column:
+    NaN), from its factorization: the same as pd.Categorical(column.astype("string"),
+    categories), with the string conversion and the lookup done per distinct value."""
+    dtype = _category_dtype(tuple(categories))
+    if factorized is None or not len(factorized[1]):
+        return pd.Categorical.from_codes(np.full(n, -1), dtype=dtype)
+    codes, uniques = factorized
+    if not pd.api.types.is_string_dtype(uniques.dtype):  # str(value), as astype("string")
+        uniques = pd.Series(uniques).astype("string")
+    known = dtype.categories.get_indexer(uniques)
+    return pd.Categorical.from_codes(np.where(codes >= 0, known[codes], -1), dtype=dtype)
+
+
+@lru_cache(maxsize=256)
+def _category_dtype(categories: tuple[str, ...]) -> pd.CategoricalDtype:
+    """One (immutable) dtype per level list: the service builds the same few on every request,
+    and each new one validates its levels and hashes them again."""
+    return pd.CategoricalDtype(list(categories))
 
 
 def _base_rate(flat: pd.DataFrame) -> float:

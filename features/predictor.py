@@ -36,7 +36,7 @@ from features.compiled import (
 )
 from features.drift import REFERENCE_FILE, FeatureReference
 from features.lgb_io import load_booster
-from features.no_show import NoShowFeatureSpec, build_features
+from features.no_show import FeatureHistory, NoShowFeatureSpec, build_features
 
 DEFAULT_TIERS = {"medium": 0.15, "high": 0.30}  # risk >= threshold -> tier
 
@@ -60,7 +60,9 @@ class NoShowPredictor(CompiledScoring):
         """Risk thresholds of the medium and high tiers."""
         return dict(self.metadata.get("tiers", DEFAULT_TIERS))
 
-    def features(self, flat: pd.DataFrame, events: pd.DataFrame | None) -> pd.DataFrame:
+    def features(
+        self, flat: pd.DataFrame, events: pd.DataFrame | FeatureHistory | None
+    ) -> pd.DataFrame:
         """The model matrix for flat rows (same definition as in training)."""
         X, _ = build_features(flat, events, self.spec)
         return X
@@ -78,7 +80,9 @@ class NoShowPredictor(CompiledScoring):
         """Calibrated risk for an already built model matrix."""
         return self.calibrate(self.raw_score(X))
 
-    def predict(self, flat: pd.DataFrame, events: pd.DataFrame | None) -> np.ndarray:
+    def predict(
+        self, flat: pd.DataFrame, events: pd.DataFrame | FeatureHistory | None
+    ) -> np.ndarray:
         """Calibrated no-show risk for flat rows."""
         return self.predict_matrix(self.features(flat, events))
 

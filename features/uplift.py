@@ -39,7 +39,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from features.no_show import NoShowFeatureSpec, build_features
+from features.no_show import FeatureHistory, NoShowFeatureSpec, build_features
 
 LEARNERS: Final = ("logit-interaction", "t-learner", "dr-learner")
 BOOSTER_FILES: Final = {"t-learner": ("mu0", "mu1"), "dr-learner": ("tau",)}
@@ -150,7 +150,9 @@ class UpliftPredictor:
         if missing:
             raise ValueError(f"a {self.kind} bundle needs the models {', '.join(missing)}")
 
-    def features(self, flat: pd.DataFrame, events: pd.DataFrame | None) -> pd.DataFrame:
+    def features(
+        self, flat: pd.DataFrame, events: pd.DataFrame | FeatureHistory | None
+    ) -> pd.DataFrame:
         """The model matrix (the no-show features, rebuilt from this bundle's spec)."""
         X, _ = build_features(flat, events, self.spec)
         return X

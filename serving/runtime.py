@@ -91,6 +91,7 @@ from serving.store import Store, utcnow
 
 if TYPE_CHECKING:
     from features.matcher import Matcher
+    from features.no_show import FeatureHistory
     from features.predictor import NoShowPredictor
     from features.uplift import UpliftPredictor
 
@@ -188,6 +189,10 @@ class RuntimeState:
     models: tuple[ModelInfo, ...]
     loaded_at: datetime
     events: pd.DataFrame  # recorded outcomes (as `Store.outcome_events`), sorted by patient
+    # `events` indexed once per load for the no-show features: a request looks its rows up
+    # here (the same features `events` gives, as in batch scoring) instead of filtering,
+    # factorizing and sorting every recorded outcome again.
+    feature_history: FeatureHistory
     positions: Mapping[str, tuple[float, float]]  # specialist_id -> practice (lat, lon)
     catalog: Mapping[str, Any]  # the /catalog body, without request_id
     reports: Mapping[str, Reports]  # "specialist-ranker" / "no-show" (/ "outreach-uplift")
@@ -321,6 +326,7 @@ class Runtime:
     def _build(self) -> RuntimeState:
         from features.compiled import TreeSettings
         from features.matcher import Matcher, SpecialistRanker
+        from features.no_show import FeatureHistory
         from features.predictor import NoShowPredictor
 
         try:  # compiled trees (lleaves) unless REFERRAL_ML_TREES=lightgbm; bounded threads
@@ -421,6 +427,7 @@ class Runtime:
         catalog = build_catalog(tables, as_of=self.clock(), tiers=predictor.tiers)
         return RuntimeState(
             events=events,
+            feature_history=FeatureHistory.from_events(events),
             matcher=matcher,
             predictor=predictor,
             directory=directory,
@@ -557,13 +564,8 @@ class Runtime:
             given = flat["organization_id"] if "organization_id" in flat.columns else None
             flat = flat.assign(organization_id=known if given is None else given.fillna(known))
 
-        def ids(column: str) -> list[str]:
-            if column not in flat.columns:
-                return []
-            return sorted({str(v) for v in flat[column] if isinstance(v, str) and v})
-
-        keys = ids("patient_id"), ids("specialist_id"), ids("organization_id")
-        events = state.history(*keys) if any(keys) else None
+        # Every recorded outcome, indexed at load: the history batch scoring reads.
+        events = state.feature_history
         predictor = state.predictor
         X = predictor.features(flat, events)
         risk = predictor.predict_matrix(X).clip(0.0, 1.0)

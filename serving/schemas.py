@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -704,31 +705,39 @@ def appointments_frame(
     reminder flags as bool (float with NaN when some rows leave them out).
     """
     plans = plan_payer_types or {}
-    columns: dict[str, list[Any]] = {c: [] for c in _FLAT_FIELDS}
-    for a in req.appointments:
-        for c in _FLAT_FIELDS:
-            columns[c].append(getattr(a, c))
-        if a.payer_type is None and a.insurance_plan_id is not None:
-            columns["payer_type"][-1] = plans.get(a.insurance_plan_id)
-    out = pd.DataFrame(index=pd.RangeIndex(len(req.appointments)))
+    appointments = req.appointments
+    # One C-level attribute fetch per appointment, then columns by transposing (a Python loop
+    # over every field of every appointment took most of this function's time).
+    fetch = operator.attrgetter(*_FLAT_FIELDS, "insurance_plan_id")
+    fields = list(zip(*map(fetch, appointments), strict=True)) if appointments else []
+    columns = {c: list(v) for c, v in zip(_FLAT_FIELDS, fields, strict=False)}
+    if not columns:
+        columns = {c: [] for c in _FLAT_FIELDS}
+    else:
+        payer, plan = columns["payer_type"], fields[-1]
+        for i, (given, plan_id) in enumerate(zip(payer, plan, strict=True)):
+            if given is None and plan_id is not None:
+                payer[i] = plans.get(plan_id)
+    index = pd.RangeIndex(len(appointments))
+    out: dict[str, pd.Series] = {}
     for col, values in columns.items():
         if col not in FLAT_REQUIRED and all(v is None for v in values):
             continue
         if col in ("booked_at", "appointment_at"):
-            out[col] = pd.to_datetime(pd.Series(values, index=out.index))
+            out[col] = pd.to_datetime(pd.Series(values, index=index))
         elif col in ("age", "distance_km"):
-            out[col] = pd.Series(values, index=out.index, dtype=float)
+            out[col] = pd.Series(values, index=index, dtype=float)
         elif col in ("text_reminder", "outreach_call"):
             given = all(v is not None for v in values)
             out[col] = pd.Series(
                 values if given else [float("nan") if v is None else float(v) for v in values],
-                index=out.index,
+                index=index,
                 dtype=bool if given else float,
             )
         else:
-            text = [None if v is None else str(v) for v in values]
-            out[col] = pd.Series(text, index=out.index, dtype="str")
-    return out
+            text = [v if v is None or type(v) is str else str(v) for v in values]
+            out[col] = pd.Series(text, index=index, dtype="str")
+    return pd.DataFrame(out, index=index)
 
 
 class RiskRow(_Model):
@@ -769,13 +778,14 @@ def risk_rows(
     if benefits is not None and len(benefits) != n:
         raise ValueError("appointment ids and expected benefits differ in length")
     benefit = [None] * n if benefits is None else [_finite_or_none(b) for b in benefits]
+    tier_of = {t: RiskTier(str(t)) for t in set(tiers)}  # three tiers, parsed once each
     return [
         RiskRow(
             appointment_id=i,
             risk=float(r),
-            tier=RiskTier(str(t)),
+            tier=tier_of[t],
             top_factors=list(f)[:3],
-            recommended_action=RECOMMENDED_ACTIONS[RiskTier(str(t))],
+            recommended_action=RECOMMENDED_ACTIONS[tier_of[t]],
             expected_benefit=b,
         )
         for i, r, t, f, b in zip(appointment_ids, risk, tiers, top_factors, benefit, strict=True)
