@@ -9,12 +9,15 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 SUBGROUP_MIN_ROWS = 500  # subgroups smaller than this are reported but not gated
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """ECE over equal-mass bins: mean |observed rate - mean predicted|, weighted by bin size."""
+def expected_calibration_error(
+    y: np.ndarray, p: np.ndarray, bins: int = 10, *, order: np.ndarray | None = None
+) -> float:
+    """ECE over equal-mass bins: mean |observed rate - mean predicted|, weighted by bin size.
+    `order`: np.argsort(p, kind="stable"), when the caller has it already."""
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
     if len(y) == 0:
         return float("nan")
-    order = np.argsort(p, kind="stable")
+    order = np.argsort(p, kind="stable") if order is None else order
     total = 0.0
     for chunk in np.array_split(order, min(bins, len(order))):
         total += len(chunk) * abs(y[chunk].mean() - p[chunk].mean())
@@ -24,13 +27,23 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
 def recall_at_daily_capacity(
     y: np.ndarray, p: np.ndarray, day: np.ndarray, share: float = 0.2
 ) -> float:
-    """Share of all no-shows reached when the riskiest `share` of each day's visits are called."""
-    frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "p": p, "day": day})
-    frame["rank"] = frame.groupby("day")["p"].rank(ascending=False, method="first")
-    frame["n"] = frame.groupby("day")["p"].transform("size")
-    called = frame["rank"] <= np.ceil(share * frame["n"])
-    missed = frame["y"].sum()
-    return float(frame.loc[called, "y"].sum() / missed) if missed else float("nan")
+    """Share of all no-shows reached when the riskiest `share` of each day's visits are called
+    (ties in risk called in row order; rows without a risk never)."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    missed = y.sum()
+    if not missed:
+        return float("nan")
+    _, day_code = np.unique(np.asarray(day), return_inverse=True)
+    day_code = day_code.reshape(-1)
+    # Each day's rows riskiest first, ties in row order (lexsort is stable); NaN risks last.
+    order = np.lexsort((-p, day_code))
+    sizes = np.bincount(day_code)
+    first = np.cumsum(sizes) - sizes
+    days = day_code[order]
+    rank = np.arange(1, len(order) + 1) - first[days]
+    called = (rank <= np.ceil(share * sizes[days])) & ~np.isnan(p[order])
+    return float(y[order][called].sum() / missed)
 
 
 def logistic_1d(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
@@ -79,17 +92,44 @@ def calibration_slope(y: np.ndarray, p: np.ndarray) -> float:
     return logistic_1d(z, y)[0]
 
 
+def ranking_metrics(
+    y: np.ndarray, p: np.ndarray, *, order: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(ROC-AUC, average precision) of scores `p` for binary labels `y` containing both
+    classes, from one sort: the curves of scikit-learn's roc_auc_score and
+    average_precision_score (tied scores form one threshold), which sort the scores and check
+    the labels again for each metric (a test holds them equal to 1e-12). NaN with one class.
+    `order`: np.argsort(p, kind="stable"), when the caller has it already."""
+    y = np.asarray(y)
+    p = np.asarray(p, dtype=float)
+    order = (np.argsort(p, kind="stable") if order is None else order)[::-1]
+    scores, hits = p[order], y[order].astype(np.float64)
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # each threshold's last row
+    tps = np.cumsum(hits)[last]
+    fps = 1.0 + last - tps
+    if not len(tps) or tps[-1] == 0 or fps[-1] == 0:
+        return float("nan"), float("nan")
+    auc = np.trapezoid(np.r_[0.0, tps] / tps[-1], np.r_[0.0, fps] / fps[-1])
+    recall = tps / tps[-1]
+    precision = tps / (tps + fps)
+    average_precision = np.sum(np.diff(np.r_[0.0, recall]) * precision)
+    return float(auc), float(average_precision)
+
+
 def binary_metrics(y: np.ndarray, p: np.ndarray, day: np.ndarray | None = None) -> dict[str, float]:
     """ROC-AUC, PR-AUC, Brier, log loss, ECE (and recall at 20% daily calls when days are given)."""
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    both = len(np.unique(y)) == 2
+    both = bool(len(y)) and 0 < y.sum() < len(y)
+    order = np.argsort(p, kind="stable")  # one sort for the curves and the calibration bins
+    nan = (float("nan"), float("nan"))
+    auc, average_precision = ranking_metrics(y, p, order=order) if both else nan
     out = {
-        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
+        "roc_auc": auc,
+        "pr_auc": average_precision,
         "brier": float(brier_score_loss(y, p)),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
-        "ece": expected_calibration_error(y, p),
+        "ece": expected_calibration_error(y, p, order=order),
         "mean_predicted": float(p.mean()),
         "observed_rate": float(y.mean()),
     }
@@ -101,21 +141,21 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, day: np.ndarray | None = None) 
 def subgroup_table(y: np.ndarray, p: np.ndarray, groups: dict[str, np.ndarray]) -> pd.DataFrame:
     """Per subgroup level: n, AUC, mean predicted, observed rate, their ratio and calibration slope."""
     y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
     rows = []
     for group, values in groups.items():
-        levels = pd.Series(values).fillna("unknown").astype(str).to_numpy()
-        for level in sorted(set(levels)):
-            m = levels == level
+        # Levels coded once per group: a mask per level is then an integer comparison
+        codes, levels = pd.factorize(pd.Series(values).fillna("unknown").astype(str))
+        for k in np.argsort(np.asarray(levels, dtype=object).astype(str), kind="stable"):
+            m = codes == k
             yy, pp = y[m], p[m]
             observed, predicted = float(yy.mean()), float(pp.mean())
             rows.append(
                 {
                     "group": group,
-                    "level": level,
+                    "level": str(levels[k]),
                     "n": int(m.sum()),
-                    "auc": float(roc_auc_score(yy, pp))
-                    if len(np.unique(yy)) == 2
-                    else float("nan"),
+                    "auc": ranking_metrics(yy, pp)[0],
                     "mean_predicted": predicted,
                     "observed": observed,
                     "observed_over_predicted": observed / predicted
