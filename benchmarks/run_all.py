@@ -447,13 +447,10 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
             f"| {r.area} | {r.figure} | {num(r.value)} {r.unit} | {r.anchor} | "
             f"{num(r.anchor_value)} | {ratio} | {r.target} | {met} |"
         )
-    reused = [s for s, v in meta["steps"].items() if v.get("reused")]
+    reused = [(s, v.get("commit") or "?") for s, v in meta["steps"].items() if v.get("reused")]
     if reused:
-        lines += [
-            "",
-            f"Steps {', '.join(reused)}: rows of an earlier run of the same day "
-            f"({meta.get('reused_from') or 'see the JSON'}), not re-run.",
-        ]
+        steps = ", ".join(f"{s} (commit {c})" for s, c in reused)
+        lines += ["", f"Not re-run: the rows of {steps} are from an earlier run of the same day."]
     failed = [s for s, v in meta["steps"].items() if v["returncode"] != 0]
     if failed:
         lines += ["", f"Steps that failed (see their logs): {', '.join(failed)}"]
@@ -507,6 +504,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows: list[Row] = []
     raw: dict[str, Any] = {}
+    # The commit each step of today's earlier table was measured at (for the reused rows)
+    earlier_table = args.results / f"{today}.json"
+    measured_at: dict[str, str] = {}
+    if args.reuse and earlier_table.exists():
+        previous = json.loads(earlier_table.read_text())
+        for name, v in previous.get("steps", {}).items():
+            commit = v.get("commit") or (None if v.get("reused") else previous["code"]["commit"])
+            if commit:
+                measured_at[name] = str(commit)
     for step in STEPS:
         if step.name not in only:
             if args.reuse and not args.quick:
@@ -515,7 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                     doc = json.loads(earlier[-1].read_text())
                     raw[step.name] = doc
                     rows += step.rows(doc)
-                    meta["steps"][step.name] = {"returncode": 0, "reused": str(earlier[-1])}
+                    meta["steps"][step.name] = {
+                        "returncode": 0,
+                        "reused": str(earlier[-1]),
+                        "commit": measured_at.get(step.name),
+                    }
             continue
         if step.needs:
             world = args.tiny if args.quick else getattr(args, step.needs)
@@ -528,7 +538,11 @@ def main(argv: list[str] | None = None) -> int:
         with (out / "log.txt").open("w") as log:
             run = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         seconds = time.perf_counter() - t0
-        meta["steps"][step.name] = {"returncode": run.returncode, "seconds": round(seconds, 1)}
+        meta["steps"][step.name] = {
+            "returncode": run.returncode,
+            "seconds": round(seconds, 1),
+            "commit": meta["code"]["commit"],
+        }
         found = sorted(out.glob(step.result))
         if run.returncode != 0 or not found:
             print(f"   FAILED ({run.returncode}); log: {out / 'log.txt'}", flush=True)
@@ -539,10 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += step.rows(doc)
         print(f"   done in {seconds:.0f} s", flush=True)
     meta["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    earlier_table = args.results / f"{today}.json"
-    if any(v.get("reused") for v in meta["steps"].values()) and earlier_table.exists():
-        previous = json.loads(earlier_table.read_text()).get("code", {})
-        meta["reused_from"] = f"commit {previous.get('commit', '?')}"
+
     table = markdown(rows, meta)
     stem = f"{today}-quick" if args.quick else today
     (args.results / f"{stem}.json").write_text(

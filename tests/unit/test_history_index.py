@@ -148,3 +148,29 @@ def test_build_features_from_an_indexed_history_equals_the_events_frame(
     pd.testing.assert_frame_equal(
         none, build_features(rows, FeatureHistory.from_events(None), spec)[0], check_exact=True
     )
+
+
+def test_features_built_in_threads_equal_those_built_one_after_another(
+    flat: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the small world's features built with the history work in threads (as a million
+    # training rows are) and one step after another (as a request's rows are)
+    import features.no_show as no_show
+
+    events = history_events(flat)
+    monkeypatch.setattr(no_show, "CONCURRENT_ROWS", 0)
+    threaded, spec = build_features(flat, events)
+    threaded_index = FeatureHistory.from_events(events)
+    monkeypatch.setattr(no_show, "CONCURRENT_ROWS", 10**12)
+    serial, serial_spec = build_features(flat, events)
+    # Then the matrices, specs and indexes are the same
+    pd.testing.assert_frame_equal(threaded, serial, check_exact=True)
+    assert spec == serial_spec
+    assert set(threaded_index.entities) == {"specialist_id", "organization_id"}
+    assert threaded_index.patients is not None
+    rows = flat.sample(300, random_state=1)
+    pd.testing.assert_frame_equal(
+        build_features(rows, threaded_index, spec)[0],
+        build_features(rows, events, spec)[0],
+        check_exact=True,
+    )
