@@ -736,12 +736,8 @@ class Runtime:
                         flat["specialist_id"].map(state.clinics)
                     )
                 )
-            events = state.history(
-                sorted({str(v) for v in flat["patient_id"].dropna()}),
-                sorted({str(v) for v in flat["specialist_id"].dropna()}),
-                sorted({str(v) for v in flat["organization_id"].dropna()}),
-            )
-            return reference, state.predictor.features(flat, events)
+            # The history indexed at load, as /no_show_risk reads it (the same features)
+            return reference, state.predictor.features(flat, state.feature_history)
 
         return rebuild
 

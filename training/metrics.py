@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import brier_score_loss, log_loss
 
 SUBGROUP_MIN_ROWS = 500  # subgroups smaller than this are reported but not gated
 
@@ -167,18 +167,3 @@ def subgroup_table(y: np.ndarray, p: np.ndarray, groups: dict[str, np.ndarray]) 
                 }
             )
     return pd.DataFrame(rows)
-
-
-def bootstrap_interval(
-    y: np.ndarray, p: np.ndarray, metric: str = "roc_auc", n: int = 200, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile bootstrap interval of a metric (resampling rows)."""
-    rng = np.random.default_rng(seed)
-    y, p = np.asarray(y), np.asarray(p)
-    fn = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}[metric]
-    stats = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            stats.append(fn(y[idx], p[idx]))
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
