@@ -168,6 +168,20 @@ class CategoricalReference:
 ColumnReference = NumericReference | CategoricalReference
 
 
+def _level_counts(values: pd.Series, missing: np.ndarray) -> dict[str, int]:
+    """Rows per level (as text) of the values that are not missing. A categorical column is
+    counted by its codes, so that only its few levels become text, not every row."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        per_code = np.bincount(values.cat.codes.to_numpy()[~missing], minlength=0)
+        counts: dict[str, int] = {}
+        for level, k in zip(values.cat.categories[: len(per_code)], per_code, strict=True):
+            if k:
+                counts[str(level)] = counts.get(str(level), 0) + int(k)
+        return counts
+    seen = values[~missing].astype(str).value_counts(sort=False)
+    return {str(v): int(k) for v, k in seen.items()}
+
+
 @dataclass(frozen=True)
 class FeatureReference:
     """Bucket shares of every column of a training model matrix (see the module docstring)."""
@@ -217,8 +231,8 @@ class FeatureReference:
             s = X[col]
             if col in named or not _is_numeric(s):
                 missing = s.isna().to_numpy()
-                counts = s[~missing].astype(str).value_counts(sort=False)
-                levels = sorted(str(v) for v in counts.index)
+                counts = _level_counts(s, missing)
+                levels = sorted(counts)
                 features[str(col)] = CategoricalReference(
                     levels=tuple(levels),
                     shares=tuple(float(counts[v]) / n for v in levels),

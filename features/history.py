@@ -71,7 +71,7 @@ class HistoryIndex:
         keep = (outcome.notna() & events["outcome_at"].notna()).to_numpy(dtype=bool)
         if outcomes is not None:
             keep = keep & outcome.isin(list(outcomes)).to_numpy(dtype=bool)
-        codes, uniques = pd.factorize(events[key], use_na_sentinel=True)
+        codes, uniques = _factorized(events[key])
         keep = keep & (codes >= 0)
         code = codes[keep].astype(np.int64)
         seconds = as_seconds(events["outcome_at"])[keep]
@@ -80,8 +80,9 @@ class HistoryIndex:
         is_cx = (outcome == "cancelled").to_numpy(dtype=bool, na_value=False)[keep]
         base = int(seconds.min()) if len(seconds) else 0
         sort_key = code * _SHIFT + (seconds - base)
-        # Ties (same key and second) may come in any order: a lookup counts all or none of them.
-        order = np.argsort(sort_key, kind="stable")
+        # Ties (same key and second) may come in any order: a lookup counts all or none of them,
+        # so the sort need not be stable (numpy's default sort is ~2x faster on a million keys).
+        order = np.argsort(sort_key)
         sort_key, seconds = sort_key[order], seconds[order]
         code, is_ns, is_cx = code[order], is_ns[order], is_cx[order]
 
@@ -97,7 +98,7 @@ class HistoryIndex:
         has_ns = last_ns_idx >= run_start
         last_no_show = np.where(has_ns, seconds[np.maximum(last_ns_idx, 0)], _NO_NO_SHOW)
         return cls(
-            keys=pd.Index(uniques, tupleize_cols=False),
+            keys=uniques,
             sort_key=sort_key,
             prior=prior.astype(np.int32),
             no_shows=no_shows.astype(np.int32),
@@ -114,7 +115,13 @@ class HistoryIndex:
         """Each row key's code (-1: missing, or no event of that key). A request's rows look
         their distinct keys up in the index's (cached) hash table; a batch larger than the
         index is factorized together with the index's keys, one hash pass over both."""
-        if len(keys) > len(self.keys):  # e.g. training: hash both at once, as factorize does
+        if isinstance(keys.dtype, pd.CategoricalDtype):  # e.g. training: look up the categories
+            row_codes, categories = _factorized(pd.Series(keys, copy=False))
+            if categories is self.keys:  # the events' own categories: the codes are the keys'
+                return row_codes
+            known = self.keys.get_indexer(categories).astype(np.int64)
+            return np.where(row_codes >= 0, known[np.maximum(row_codes, 0)], -1)
+        if len(keys) > len(self.keys):  # hash both at once, as factorize does
             both = pd.concat([pd.Series(self.keys), pd.Series(keys)], ignore_index=True)
             codes = pd.factorize(both, use_na_sentinel=True)[0][len(self.keys) :]
             # The index's keys are distinct and come first: a known key's code is its position.
@@ -140,7 +147,7 @@ class HistoryIndex:
         # over the rows in sorted order (each search then starts where the previous one ended:
         # ~2x faster for a million rows).
         needle = codes * _SHIFT + rel
-        order = np.argsort(needle, kind="stable")
+        order = np.argsort(needle)  # any order of equal needles finds the same position
         pos = np.empty(n, np.int64)
         pos[order] = np.searchsorted(self.sort_key, needle[order], "left") - 1
         ok = (codes >= 0) & (pos >= 0)
@@ -178,6 +185,16 @@ def patient_history(
     batches against the same events, build a `HistoryIndex` once instead.
     """
     return HistoryIndex.build(events, key).frame(rows[key], rows[as_of], index=rows.index)
+
+
+def _factorized(keys: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """(int64 codes, distinct keys) of a key column; -1 for a missing key. A categorical
+    column's codes and categories as they are (keys without events are harmless): the same
+    lookups as factorizing its values, without hashing a million strings."""
+    if isinstance(keys.dtype, pd.CategoricalDtype):
+        return keys.cat.codes.to_numpy().astype(np.int64), keys.cat.categories
+    codes, uniques = pd.factorize(keys, use_na_sentinel=True)
+    return codes.astype(np.int64), pd.Index(uniques, tupleize_cols=False)
 
 
 def as_seconds(values: pd.Series | np.ndarray) -> np.ndarray:

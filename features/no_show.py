@@ -156,50 +156,109 @@ def age_band(age: pd.Series | np.ndarray) -> np.ndarray:
 
 
 def flatten_world(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One flat row per appointment from the contract's tables (plus evaluation columns)."""
+    """One flat row per appointment from the contract's tables (plus evaluation columns).
+
+    Each appointment's patient, specialist and referral is found once, by position in its table
+    (the distinct ids hashed, not every row's); every joined column is then a take. The id and
+    text columns joined from the patients, plans, specialists and referrals tables are
+    categoricals whose categories are those tables' values (the same for any subset of the
+    appointments, e.g. each Dask partition), so that selecting rows, factorizing and looking
+    up history read integer codes rather than a million strings. An id found in no table keeps
+    its value (an extra category); a joined attribute of it is missing, as with a lookup."""
     ap = tables["appointments"]
     pt = tables["patients"].set_index("patient_id")
     pl = tables["plans"].set_index("insurance_plan_id")
     sp = tables["specialists"].set_index("specialist_id")
     rf = tables["referrals"].set_index("referral_id")
-    patient = ap["patient_id"]
-    spec = ap["specialist_id"]
-    referral = ap["referral_id"]
+    patient_id, patient = _joined_keys(ap["patient_id"], pt.index)
+    specialist_id, spec = _joined_keys(ap["specialist_id"], sp.index)
+    _, referral = _joined_keys(ap["referral_id"], rf.index)
+    plan = _take(_positions(pt["insurance_plan_id"], pl.index), patient, -1)
     appointment_at = pd.to_datetime(ap["appointment_at"])
     flat = pd.DataFrame(
         {
             "appointment_id": ap["appointment_id"],
             "booked_at": pd.to_datetime(ap["booked_at"]),
             "appointment_at": appointment_at,
-            "patient_id": patient,
+            "patient_id": patient_id,
             "age": appointment_at.dt.year.to_numpy()
-            - patient.map(pt["birth_year"]).to_numpy(dtype=float),
-            "sex": patient.map(pt["sex"]),
-            "language": patient.map(pt["preferred_language"]),
-            "payer_type": patient.map(pt["insurance_plan_id"]).map(pl["payer_type"]),
+            - _take(pt["birth_year"].to_numpy(dtype=float), patient, np.nan),
+            "sex": _joined(pt["sex"], patient),
+            "language": _joined(pt["preferred_language"], patient),
+            "payer_type": _joined(pl["payer_type"], plan),
             "distance_km": haversine_km(
-                patient.map(pt["latitude"]).to_numpy(dtype=float),
-                patient.map(pt["longitude"]).to_numpy(dtype=float),
-                spec.map(sp["latitude"]).to_numpy(dtype=float),
-                spec.map(sp["longitude"]).to_numpy(dtype=float),
+                _take(pt["latitude"].to_numpy(dtype=float), patient, np.nan),
+                _take(pt["longitude"].to_numpy(dtype=float), patient, np.nan),
+                _take(sp["latitude"].to_numpy(dtype=float), spec, np.nan),
+                _take(sp["longitude"].to_numpy(dtype=float), spec, np.nan),
             ),
-            "specialty": spec.map(sp["specialty"]),
-            "specialist_id": spec,
-            "organization_id": spec.map(sp["organization_id"]),
-            "urgency": referral.map(rf["urgency"]),
-            "referral_type": referral.map(rf["referral_type"]),
+            "specialty": _joined(sp["specialty"], spec),
+            "specialist_id": specialist_id,
+            "organization_id": _joined(sp["organization_id"], spec),
+            "urgency": _joined(rf["urgency"], referral),
+            "referral_type": _joined(rf["referral_type"], referral),
             "visit_kind": ap["visit_kind"],
             "text_reminder": ap["text_reminder"].astype(bool),
             "outreach_call": ap["outreach_call"].astype(bool),
             "outcome": ap["outcome"],
             "outcome_at": pd.to_datetime(ap["outcome_at"]),
             # audit only; absent from the service store (which never holds it): then unknown
-            "race_ethnicity": patient.map(pt["race_ethnicity"])
+            "race_ethnicity": _joined(pt["race_ethnicity"], patient)
             if "race_ethnicity" in pt.columns
             else pd.Series(pd.NA, index=ap.index, dtype="string"),
-        }
+        },
+        index=ap.index,
     )
     return flat.reset_index(drop=True)
+
+
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its categorical columns as plain text (missing stays missing): flat rows
+    as a request, a file or a model signature holds them."""
+    categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    return (
+        frame.assign(**{c: frame[c].astype("str") for c in categorical}) if categorical else frame
+    )
+
+
+def _positions(keys: pd.Series, index: pd.Index) -> np.ndarray:
+    """Each key's position in `index` (-1: missing or not there), hashing each distinct key once."""
+    codes, uniques = pd.factorize(keys, use_na_sentinel=True)
+    if not len(uniques):
+        return np.full(len(codes), -1, dtype=np.int64)
+    found = index.get_indexer(pd.Index(uniques, tupleize_cols=False)).astype(np.int64)
+    return np.where(codes >= 0, found[np.maximum(codes, 0)], -1)
+
+
+def _take(values: np.ndarray, positions: np.ndarray, missing: Any) -> np.ndarray:
+    """values[positions], `missing` where a position is -1."""
+    if not len(values):
+        return np.full(len(positions), missing, dtype=np.result_type(values.dtype, type(missing)))
+    return np.where(positions >= 0, values[np.maximum(positions, 0)], missing)
+
+
+def _joined(column: pd.Series, positions: np.ndarray) -> pd.Categorical:
+    """A dimension table's column for each appointment (positions in the table; -1: none), as
+    a categorical of the column's distinct values."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    return pd.Categorical.from_codes(
+        _take(codes, positions, -1), categories=pd.Index(uniques, tupleize_cols=False)
+    )
+
+
+def _joined_keys(keys: pd.Series, index: pd.Index) -> tuple[pd.Categorical, np.ndarray]:
+    """The appointments' ids of a dimension table as a categorical of the table's ids (plus
+    any id the table lacks, after them), and each one's position in the table (-1: none)."""
+    positions = _positions(keys, index)
+    categories = pd.Index(index, tupleize_cols=False)
+    codes = positions
+    lost = (positions < 0) & keys.notna().to_numpy(dtype=bool)
+    if lost.any():
+        extra, first = pd.factorize(keys[lost])
+        categories = categories.append(pd.Index(first, tupleize_cols=False))
+        codes = positions.copy()
+        codes[lost] = len(index) + extra
+    return pd.Categorical.from_codes(codes, categories=categories), positions
 
 
 def prediction_time(flat: pd.DataFrame, offset_days: float | None) -> pd.Series:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import brier_score_loss, log_loss
 
 SUBGROUP_MIN_ROWS = 500  # subgroups smaller than this are reported but not gated
 
@@ -124,11 +123,15 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, day: np.ndarray | None = None) 
     order = np.argsort(p, kind="stable")  # one sort for the curves and the calibration bins
     nan = (float("nan"), float("nan"))
     auc, average_precision = ranking_metrics(y, p, order=order) if both else nan
+    # Brier score and log loss as scikit-learn's brier_score_loss and log_loss compute them
+    # (a test holds them equal), without their input checks, which cost more than the sums.
+    brier = float(np.mean((p - y) ** 2)) if len(y) else float("nan")
+    logloss = float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p)))) if len(y) else float("nan")
     out = {
         "roc_auc": auc,
         "pr_auc": average_precision,
-        "brier": float(brier_score_loss(y, p)),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": brier,
+        "log_loss": logloss,
         "ece": expected_calibration_error(y, p, order=order),
         "mean_predicted": float(p.mean()),
         "observed_rate": float(y.mean()),
@@ -138,24 +141,43 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, day: np.ndarray | None = None) 
     return out
 
 
+def _level_codes(values: np.ndarray | pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each row's level code and the level names (as text; missing values are "unknown"):
+    the distinct values are factorized first and only they are turned into text, so a
+    categorical or text column of a million rows costs one hash pass, not a million strings."""
+    column = values if isinstance(values, np.ndarray) else pd.Series(values, copy=False)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    names = [str(v) for v in uniques]
+    if (codes < 0).any():
+        names.append("unknown")
+        codes = np.where(codes < 0, len(names) - 1, codes)
+    # Values that read the same as text (1 and "1", or "unknown" and a missing value) are one
+    # level, as when every value is turned into text first.
+    merged, levels = pd.factorize(pd.Index(names, dtype=object))
+    return merged[codes], [str(v) for v in levels]
+
+
 def subgroup_table(y: np.ndarray, p: np.ndarray, groups: dict[str, np.ndarray]) -> pd.DataFrame:
     """Per subgroup level: n, AUC, mean predicted, observed rate, their ratio and calibration slope."""
     y = np.asarray(y, dtype=int)
     p = np.asarray(p, dtype=float)
     rows = []
+    # One sort of all the scores: each level's rows in score order are then a selection of it
+    # (a stable sort restricted to a subset is the subset's stable sort).
+    order = np.argsort(p, kind="stable")
     for group, values in groups.items():
-        # Levels coded once per group: a mask per level is then an integer comparison
-        codes, levels = pd.factorize(pd.Series(values).fillna("unknown").astype(str))
+        codes, levels = _level_codes(values)
         for k in np.argsort(np.asarray(levels, dtype=object).astype(str), kind="stable"):
             m = codes == k
             yy, pp = y[m], p[m]
+            level_order = (np.cumsum(m) - 1)[order[m[order]]]
             observed, predicted = float(yy.mean()), float(pp.mean())
             rows.append(
                 {
                     "group": group,
                     "level": str(levels[k]),
                     "n": int(m.sum()),
-                    "auc": ranking_metrics(yy, pp)[0],
+                    "auc": ranking_metrics(yy, pp, order=level_order)[0],
                     "mean_predicted": predicted,
                     "observed": observed,
                     "observed_over_predicted": observed / predicted

@@ -59,6 +59,9 @@ class NoShowData:
     flat: pd.DataFrame
     source: str  # "synthetic world" or the own file's name
     truth: pd.Series | None = None  # true no-show probability by appointment_id (synthetic only)
+    # The same for each row of `flat` in its order (NaN: none), so that training takes its rows'
+    # values by position instead of looking a million ids up again (set by `load_world`).
+    truth_by_row: np.ndarray | None = None
     # p(no-show | no call) - p(no-show | call) by appointment_id (synthetic only)
     truth_effect: pd.Series | None = None
     extra_numeric: list[str] = field(default_factory=list)
@@ -91,14 +94,20 @@ def load_world(directory: Path, appointments: pd.DataFrame | None = None) -> NoS
         tables["appointments"] = appointments
     flat = flatten_world(tables)
     truth_path = directory / "truth" / "appointments.parquet"
-    truth = effect = None
+    truth = effect = by_row = None
     if truth_path.exists():
         truth_table = pd.read_parquet(truth_path)
         truth = true_probability(flat, truth_table)
+        at = truth.index.get_indexer(flat["appointment_id"])  # the hash table built above
+        by_row = np.where(at >= 0, truth.to_numpy()[np.maximum(at, 0)], np.nan)
         if "outreach_effect" in truth_table:
             effect = truth_table.set_index("appointment_id")["outreach_effect"]
     return NoShowData(
-        flat=flat, source=f"synthetic world {directory}", truth=truth, truth_effect=effect
+        flat=flat,
+        source=f"synthetic world {directory}",
+        truth=truth,
+        truth_effect=effect,
+        truth_by_row=by_row,
     )
 
 
@@ -106,7 +115,12 @@ def true_probability(flat: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
     """True no-show probability by appointment_id (from truth/appointments.parquet): with or
     without outreach, as each of `flat`'s appointments was or was not called."""
     t = truth.set_index("appointment_id")
-    called = flat.set_index("appointment_id")["outreach_call"].reindex(t.index).fillna(False)
+    # Each flat row's truth row, from one hash table of the truth's ids. The returned series
+    # keeps that index (and with it the table), so evaluation's lookups by id reuse it.
+    at = t.index.get_indexer(flat["appointment_id"])
+    found = at >= 0
+    called = np.zeros(len(t), dtype=bool)
+    called[at[found]] = flat["outreach_call"].to_numpy(dtype=bool)[found]
     true_p = np.where(called, t["p_no_show_with_outreach"], t["p_no_show_without_outreach"])
     return pd.Series(true_p, index=t.index)
 
@@ -192,7 +206,9 @@ def _logistic_scores(
             ("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=20), categorical),
         ]
     )
-    model = make_pipeline(pre, LogisticRegression(max_iter=1000, C=1.0))
+    # Newton steps with a Cholesky solve: the exact optimum of this convex fit, from a few
+    # dozen coefficients and many rows, in half lbfgs's time (which stopped short of it).
+    model = make_pipeline(pre, LogisticRegression(max_iter=1000, C=1.0, solver="newton-cholesky"))
     model.fit(fit, y_fit)
     return np.asarray(model.predict_proba(scored)[:, 1], dtype=float)
 
@@ -222,7 +238,8 @@ def train_no_show(
     """Fit on the earliest appointments, stop early on the next, calibrate on the next, test on the last."""
     flat = data.flat
     events = history_events(flat)
-    labelled = labelled_rows(flat)
+    order = labelled_order(flat)
+    labelled = labelled_rows(flat, order)
     y = (labelled["outcome"] == "no_show").to_numpy(dtype=int)
     X, spec = build_features(
         labelled,
@@ -252,19 +269,26 @@ def train_no_show(
         (train, valid, calib, test),
         booster,
         spec,
-        truth=data.truth,
+        truth=data.truth if data.truth_by_row is None else data.truth_by_row[order],
         source=data.source,
         seed=seed,
         tiers=tiers,
     )
 
 
-def labelled_rows(flat: pd.DataFrame) -> pd.DataFrame:
-    """The attended/no-show rows of `flat` in visit order (ties in `flat`'s order)."""
-    # Selected and ordered in one take: filtering, then sorting, copied the wide frame twice.
+def labelled_order(flat: pd.DataFrame) -> np.ndarray:
+    """Positions in `flat` of its attended/no-show rows, in visit order (ties in `flat`'s order)."""
     rows = np.flatnonzero(flat["outcome"].isin(LABELLED).to_numpy(dtype=bool))
     at = pd.to_datetime(flat["appointment_at"]).to_numpy()[rows]
-    labelled = flat.take(rows[np.argsort(at, kind="stable")]).reset_index(drop=True)
+    return rows[np.argsort(at, kind="stable")]
+
+
+def labelled_rows(flat: pd.DataFrame, order: np.ndarray | None = None) -> pd.DataFrame:
+    """The attended/no-show rows of `flat` in visit order (ties in `flat`'s order);
+    `order`: their `labelled_order`, when the caller has it."""
+    # Selected and ordered in one take: filtering, then sorting, copied the wide frame twice.
+    order = labelled_order(flat) if order is None else order
+    labelled = flat.take(order).reset_index(drop=True)
     if len(labelled) < 500 or labelled["outcome"].nunique() < 2:
         raise ValueError(
             "training needs at least 500 attended/no-show appointments with both outcomes"
@@ -285,7 +309,7 @@ def evaluate_no_show(
     booster: lgb.Booster,
     spec: NoShowFeatureSpec,
     *,
-    truth: pd.Series | None,
+    truth: pd.Series | np.ndarray | None,
     source: str,
     seed: int = 7,
     tiers: dict[str, float] | None = None,
@@ -297,75 +321,82 @@ def evaluate_no_show(
     `labelled`, `X` and `y` are rows in visit order, `masks` their train / valid / calib / test
     windows. The baselines are fitted on the train rows given, and the bundle's drift reference
     (`features.drift`) summarises them; when those are a sample of the training window (the
-    Dask engine), `windows` and `trained_rows` describe all of it."""
+    Dask engine), `windows` and `trained_rows` describe all of it. `truth`: the true no-show
+    probability by appointment_id, or one per row of `labelled` (NaN: none)."""
     train, _, calib, test = masks
+    # Scores are needed on the calibration and test folds only (the early-stopping fold is
+    # never scored again); the trimmed booster below gives the same raw scores, so they are
+    # computed once.
+    held_out = calib | test
+    raw = np.full(len(X), np.nan)
+    raw[held_out] = booster.predict(
+        _rows(X, held_out), raw_score=True, num_iteration=booster.best_iteration
+    )
+    calibration = fit_calibration(raw[calib], y[calib])
+    meta = {
+        "tiers": tiers or DEFAULT_TIERS,
+        "best_iteration": booster.best_iteration,
+        "trained_rows": int(train.sum()) if trained_rows is None else trained_rows,
+        "source": source,
+    }
+    booster = booster if booster.best_iteration <= 0 else _trimmed(booster)
+    rng = np.random.default_rng(seed)
+    sample_idx = np.flatnonzero(test)
+    sample_idx = rng.choice(sample_idx, size=min(SHAP_ROWS, len(sample_idx)), replace=False)
+    sample_features = X.iloc[np.sort(sample_idx)]
+    contributions = NoShowPredictor(booster, calibration, spec, meta).contributions(sample_features)
     # The logistic baseline needs neither the trees nor their scores: it is fitted in a
-    # second thread, on its own copies of its rows, while LightGBM (which releases the GIL)
-    # scores the held-out rows and explains the sample below. The same fit, sooner.
+    # second thread, on its own copies of its rows, while this one summarises the training
+    # inputs and scores the model. Not beside LightGBM's scoring and attributions above: they
+    # run two threads on two cores, and each tree waits for the slower of them, so a third
+    # thread made both slower.
     with ThreadPoolExecutor(max_workers=1) as pool:
         logistic = pool.submit(_logistic_scores, *_logistic_inputs(X, y, train, test, spec))
-        # Scores are needed on the calibration and test folds only (the early-stopping fold
-        # is never scored again); the trimmed booster below gives the same raw scores, so
-        # they are computed once.
-        held_out = calib | test
-        raw = np.full(len(X), np.nan)
-        raw[held_out] = booster.predict(
-            _rows(X, held_out), raw_score=True, num_iteration=booster.best_iteration
-        )
-        calibration = fit_calibration(raw[calib], y[calib])
-        meta = {
-            "tiers": tiers or DEFAULT_TIERS,
-            "best_iteration": booster.best_iteration,
-            "trained_rows": int(train.sum()) if trained_rows is None else trained_rows,
-            "source": source,
-        }
-        booster = booster if booster.best_iteration <= 0 else _trimmed(booster)
         # The inputs the model was fitted on, for drift reports (a sample of at most 200k rows)
         reference = FeatureReference.from_matrix(_rows(X, train), list(spec.categorical), seed=seed)
         predictor = NoShowPredictor(booster, calibration, spec, meta, reference)
         risk = predictor.calibrate(raw)  # NaN on the train and early-stopping rows (not scored)
-        rng = np.random.default_rng(seed)
-        sample_idx = np.flatnonzero(test)
-        sample_idx = rng.choice(sample_idx, size=min(SHAP_ROWS, len(sample_idx)), replace=False)
-        sample_features = X.iloc[np.sort(sample_idx)]
-        contributions = predictor.contributions(sample_features)
-        logistic_test = logistic.result()
 
-    # Baselines on the same rows.
-    scores: dict[str, np.ndarray] = {"model": risk}
-    scores["base_rate"] = np.full(len(y), y[train].mean())
-    scores["logistic_regression"] = np.full(len(X), np.nan)
-    scores["logistic_regression"][test] = logistic_test
-    cells = _rule_cells(X)
-    cell_rate = pd.Series(y[train]).groupby(cells[train]).agg(["sum", "size"])
-    rate = (cell_rate["sum"] + 10 * y[train].mean()) / (cell_rate["size"] + 10)
-    scores["prior_no_show_and_lead_rule"] = (
-        pd.Series(cells).map(rate).fillna(y[train].mean()).to_numpy()
-    )
+        # Baselines on the same rows (the logistic regression's scores are filled in below).
+        scores: dict[str, np.ndarray] = {"model": risk}
+        scores["base_rate"] = np.full(len(y), y[train].mean())
+        scores["logistic_regression"] = np.full(len(X), np.nan)
+        cells = _rule_cells(X)
+        cell_rate = pd.Series(y[train]).groupby(cells[train]).agg(["sum", "size"])
+        rate = (cell_rate["sum"] + 10 * y[train].mean()) / (cell_rate["size"] + 10)
+        scores["prior_no_show_and_lead_rule"] = (
+            pd.Series(cells).map(rate).fillna(y[train].mean()).to_numpy()
+        )
 
-    day = pd.to_datetime(labelled["appointment_at"]).dt.normalize().to_numpy()
-    metrics: dict[str, Any] = {"test": binary_metrics(y[test], risk[test], day[test])}
-    metrics["calibration_fold"] = binary_metrics(y[calib], risk[calib])
+        day = pd.to_datetime(labelled["appointment_at"]).dt.normalize().to_numpy()
+        metrics: dict[str, Any] = {"test": binary_metrics(y[test], risk[test], day[test])}
+        metrics["calibration_fold"] = binary_metrics(y[calib], risk[calib])
+        test_rows = _rows(labelled, test)  # copy-on-write: the columns added below stay here
+        if truth is not None:
+            true_p = (
+                truth[test]
+                if isinstance(truth, np.ndarray)
+                else test_rows["appointment_id"].map(truth).to_numpy(dtype=float)
+            )
+            oracle = binary_metrics(y[test], true_p, day[test])
+        subgroups = subgroup_table(y[test], risk[test], subgroup_columns(test_rows))
+        scores["logistic_regression"][test] = logistic.result()
+
     metrics["baselines"] = {
         name: binary_metrics(y[test], s[test], day[test])
         for name, s in scores.items()
         if name != "model"
     }
-    test_rows = _rows(labelled, test)  # copy-on-write: the columns added below stay here
     for name, s in scores.items():
         test_rows[f"score_{name}"] = s[test]
     test_rows["label"] = y[test]
     if truth is not None:
-        true_p = test_rows["appointment_id"].map(truth).to_numpy(dtype=float)
         test_rows["true_probability"] = true_p
-        oracle = binary_metrics(y[test], true_p, day[test])
         metrics["oracle"] = oracle
         metrics["model_share_of_ceiling"] = (metrics["test"]["roc_auc"] - 0.5) / (
             oracle["roc_auc"] - 0.5
         )
         metrics["gap_to_ceiling"] = oracle["roc_auc"] - metrics["test"]["roc_auc"]
-
-    subgroups = subgroup_table(y[test], risk[test], subgroup_columns(test_rows))
 
     windows = windows or window_texts(labelled["appointment_at"], masks)
     predictor.metadata["windows"] = windows

@@ -54,6 +54,7 @@ from mlflow.protos.databricks_pb2 import (
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from features.matcher import SpecialistRanker
+from features.no_show import as_text
 from features.predictor import NoShowPredictor
 
 CHAMPION: Final = "champion"
@@ -300,6 +301,8 @@ def log_bundle(
         raise RuntimeError("log_bundle must be called inside an active run (mlflow.start_run())")
     bundle_dir = Path(bundle_dir)
     check(bundle_dir)  # a broken bundle fails here, before anything is logged
+    # The signature describes what callers send: text, not flatten_world's categoricals.
+    input_example, output_example = as_text(input_example), as_text(output_example)
     mlflow.log_artifacts(str(bundle_dir), artifact_path=BUNDLE_ARTIFACT)
     info = mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,

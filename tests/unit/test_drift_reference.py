@@ -144,6 +144,8 @@ def test_a_language_the_model_never_saw_counts_as_other(
     flat = data.flat.copy()
     t = pd.to_datetime(flat["appointment_at"])
     window = np.flatnonzero(((t >= start) & (t < end)).to_numpy())
+    # flatten_world's joined text columns are categoricals: a new value is a new category first
+    flat["language"] = flat["language"].cat.add_categories(["xx"])
     flat.loc[flat.index[window[::5]], "language"] = "xx"  # every fifth visit of the window
     report = no_show_drift(bundles["no_show"], flat, None, start=start, end=end)
     language = report["features"]["language"]
@@ -188,3 +190,19 @@ def test_the_report_files_are_json_and_a_png(
     with pytest.raises(ValueError, match="no features"):
         drift_plot({"features": {}, "summary": {}}, tmp_path / "empty.png")
     assert not (tmp_path / "empty.png").exists()
+
+
+def test_a_categorical_column_gets_the_reference_its_text_gets() -> None:
+    from features.drift import FeatureReference
+
+    rng = np.random.default_rng(5)
+    levels = np.array(["b", "a", "c", None], dtype=object)
+    values = rng.choice(levels, 5000, p=[0.5, 0.3, 0.15, 0.05])
+    as_categorical = pd.DataFrame(
+        {"lang": pd.Categorical(values, categories=["c", "a", "b", "never-seen"])}
+    )
+    as_text = pd.DataFrame({"lang": pd.Series(values, dtype="str")})
+    a = FeatureReference.from_matrix(as_categorical, ["lang"], max_rows=None)
+    b = FeatureReference.from_matrix(as_text, ["lang"], max_rows=None)
+    assert a == b
+    assert a.features["lang"].levels == ("a", "b", "c")  # a category with no rows is no level

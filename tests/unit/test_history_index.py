@@ -10,7 +10,13 @@ import pytest
 
 from features.contract import TABLES
 from features.history import NEVER, HistoryIndex, patient_history
-from features.no_show import FeatureHistory, build_features, flatten_world, history_events
+from features.no_show import (
+    FeatureHistory,
+    as_text,
+    build_features,
+    flatten_world,
+    history_events,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -172,5 +178,35 @@ def test_features_built_in_threads_equal_those_built_one_after_another(
     pd.testing.assert_frame_equal(
         build_features(rows, threaded_index, spec)[0],
         build_features(rows, events, spec)[0],
+        check_exact=True,
+    )
+
+
+def test_categorical_keys_give_the_features_text_keys_give(flat: pd.DataFrame) -> None:
+    # Given the world's flat rows (flatten_world's ids and levels are categoricals) and the
+    # same rows with every such column as plain text
+    assert isinstance(flat["patient_id"].dtype, pd.CategoricalDtype)
+    text = as_text(flat)
+    assert not any(isinstance(t, pd.CategoricalDtype) for t in text.dtypes)
+    # When the training matrix is built from each (history indexed from each as well)
+    a, spec_a = build_features(flat, history_events(flat))
+    b, spec_b = build_features(text, history_events(text))
+    # Then matrix and spec are the same
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert spec_a == spec_b
+    # And mixing them (categorical rows against a text history, and the reverse; rows whose
+    # categories are not the history's own) changes nothing either
+    rows = flat.sample(400, random_state=2)
+    rows_text = as_text(rows)
+    for r, events in ((rows, history_events(text)), (rows_text, history_events(flat))):
+        pd.testing.assert_frame_equal(
+            build_features(r, events, spec_a)[0],
+            build_features(rows_text, history_events(text), spec_a)[0],
+            check_exact=True,
+        )
+    other = rows.assign(patient_id=pd.Categorical(rows["patient_id"].astype(object)))
+    pd.testing.assert_frame_equal(
+        build_features(other, history_events(flat), spec_a)[0],
+        build_features(rows, history_events(flat), spec_a)[0],
         check_exact=True,
     )

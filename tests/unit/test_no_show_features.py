@@ -121,3 +121,72 @@ def test_derived_feature_names_are_exactly_the_computed_ones(flat: pd.DataFrame)
     X, _ = build_features(flat, history_events(flat))
     computed = {c for c in X.columns if c not in FLAT_OPTIONAL and c not in CATEGORICAL}
     assert computed == set(DERIVED)
+
+
+def test_flatten_world_joins_as_a_lookup_by_id_does(small_world: Path) -> None:
+    # Given the contract's tables, one appointment pointing at a patient and a specialist that
+    # no table holds
+    tables = {name: pd.read_parquet(small_world / f"{name}.parquet") for name in TABLES}
+    ap = tables["appointments"].copy()
+    ap.loc[3, "patient_id"] = "PT-NOWHERE"
+    ap.loc[5, "specialist_id"] = "0000000000"
+    tables["appointments"] = ap
+    # When they are flattened
+    flat = flatten_world(tables)
+    # Then every joined column holds what looking each id up in its table gives
+    pt = tables["patients"].set_index("patient_id")
+    sp = tables["specialists"].set_index("specialist_id")
+    rf = tables["referrals"].set_index("referral_id")
+    pl = tables["plans"].set_index("insurance_plan_id")
+    want = {
+        "patient_id": ap["patient_id"],
+        "sex": ap["patient_id"].map(pt["sex"]),
+        "language": ap["patient_id"].map(pt["preferred_language"]),
+        "payer_type": ap["patient_id"].map(pt["insurance_plan_id"]).map(pl["payer_type"]),
+        "race_ethnicity": ap["patient_id"].map(pt["race_ethnicity"]),
+        "specialist_id": ap["specialist_id"],
+        "specialty": ap["specialist_id"].map(sp["specialty"]),
+        "organization_id": ap["specialist_id"].map(sp["organization_id"]),
+        "urgency": ap["referral_id"].map(rf["urgency"]),
+        "referral_type": ap["referral_id"].map(rf["referral_type"]),
+    }
+    for column, values in want.items():
+        got = flat[column]
+        assert isinstance(got.dtype, pd.CategoricalDtype), column
+        assert got.isna().tolist() == values.isna().tolist(), column
+        assert (got.astype(object)[got.notna()] == values[got.notna()].astype(object)).all()
+    age = ap["appointment_at"].pipe(pd.to_datetime).dt.year - ap["patient_id"].map(pt["birth_year"])
+    np.testing.assert_array_equal(flat["age"].to_numpy(), age.to_numpy(dtype=float))
+    # An unknown id keeps its value; what it would join is missing
+    assert flat.loc[3, "patient_id"] == "PT-NOWHERE" and pd.isna(flat.loc[3, "sex"])
+    assert np.isnan(flat.loc[3, "age"]) and np.isnan(flat.loc[3, "distance_km"])
+    assert flat.loc[5, "specialist_id"] == "0000000000" and pd.isna(flat.loc[5, "specialty"])
+    # And the categories are the tables' values, whatever subset of appointments is flattened
+    # (each Dask partition gets the same dtypes)
+    part = flatten_world({**tables, "appointments": ap.iloc[100:160]})
+    for column in ("sex", "specialty", "urgency", "organization_id"):
+        assert (
+            part[column].dtype
+            == flatten_world({**tables, "appointments": ap.iloc[:40]})[column].dtype
+        )
+
+
+def test_truth_by_row_is_the_truth_of_each_flat_row(small_world: Path) -> None:
+    import dataclasses
+
+    from training.no_show import load_world, train_no_show
+
+    # Given a world with ground truth, loaded
+    data = load_world(small_world)
+    assert data.truth is not None and data.truth_by_row is not None
+    # Then each flat row's true probability is the one its appointment id looks up
+    np.testing.assert_array_equal(
+        data.truth_by_row, data.flat["appointment_id"].map(data.truth).to_numpy(dtype=float)
+    )
+    # And training reads the same ceiling from it as from looking each test row up
+    by_row = train_no_show(data)
+    by_id = train_no_show(dataclasses.replace(data, truth_by_row=None))
+    assert by_row.metrics["oracle"] == by_id.metrics["oracle"]
+    np.testing.assert_array_equal(
+        by_row.test["true_probability"].to_numpy(), by_id.test["true_probability"].to_numpy()
+    )
