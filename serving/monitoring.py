@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client import Gauge
 
+from features.metrics import ranking_metrics
 from features.no_show import age_band
 from serving.schemas import (
     CalibrationBin,
@@ -119,16 +120,13 @@ class Thresholds:
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    """ROC AUC by ranks (Mann-Whitney U, ties at their average rank): the probability that a
-    random positive scores above a random negative, ties counting half. None with one class."""
+    """ROC AUC: the probability that a random positive scores above a random negative, ties
+    counting half (the training reports' own, `features.metrics.ranking_metrics`). None with
+    one class."""
     y = np.asarray(y, dtype=bool)
-    p = np.asarray(p, dtype=float)
-    pos, neg = int(y.sum()), int((~y).sum())
-    if pos == 0 or neg == 0:
+    if y.all() or not y.any():
         return None
-    ranks = pd.Series(p).rank(method="average").to_numpy()
-    u = ranks[y].sum() - pos * (pos + 1) / 2.0
-    return float(u / (pos * neg))
+    return ranking_metrics(y, np.asarray(p, dtype=float))[0]
 
 
 def decile_bins(p: np.ndarray, bins: int = DECILES) -> np.ndarray:

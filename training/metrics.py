@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.metrics import ranking_metrics
+
+__all__ = ["ranking_metrics"]  # the one ROC-AUC, shared with the service (features.metrics)
+
 SUBGROUP_MIN_ROWS = 500  # subgroups smaller than this are reported but not gated
 
 
@@ -89,30 +93,6 @@ def calibration_slope(y: np.ndarray, p: np.ndarray) -> float:
         return float("nan")
     z = np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
     return logistic_1d(z, y)[0]
-
-
-def ranking_metrics(
-    y: np.ndarray, p: np.ndarray, *, order: np.ndarray | None = None
-) -> tuple[float, float]:
-    """(ROC-AUC, average precision) of scores `p` for binary labels `y` containing both
-    classes, from one sort: the curves of scikit-learn's roc_auc_score and
-    average_precision_score (tied scores form one threshold), which sort the scores and check
-    the labels again for each metric (a test holds them equal to 1e-12). NaN with one class.
-    `order`: np.argsort(p, kind="stable"), when the caller has it already."""
-    y = np.asarray(y)
-    p = np.asarray(p, dtype=float)
-    order = (np.argsort(p, kind="stable") if order is None else order)[::-1]
-    scores, hits = p[order], y[order].astype(np.float64)
-    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # each threshold's last row
-    tps = np.cumsum(hits)[last]
-    fps = 1.0 + last - tps
-    if not len(tps) or tps[-1] == 0 or fps[-1] == 0:
-        return float("nan"), float("nan")
-    auc = np.trapezoid(np.r_[0.0, tps] / tps[-1], np.r_[0.0, fps] / fps[-1])
-    recall = tps / tps[-1]
-    precision = tps / (tps + fps)
-    average_precision = np.sum(np.diff(np.r_[0.0, recall]) * precision)
-    return float(auc), float(average_precision)
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, day: np.ndarray | None = None) -> dict[str, float]:
