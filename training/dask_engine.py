@@ -51,11 +51,11 @@ from features.contract import TABLES
 from features.drift import REFERENCE_SAMPLE
 from features.no_show import NoShowFeatureSpec, build_features, flatten_world, history_events
 from training.no_show import (
-    BASELINE_ROWS,
     EARLY_STOPPING_ROUNDS,
     LABELLED,
     MAX_ROUNDS,
     NoShowTraining,
+    baseline_sample,
     evaluate_no_show,
     labelled_rows,
     lgb_params,
@@ -457,7 +457,8 @@ def train_no_show_dask(
     train_rows = labelled.loc[all_windows[0], ROW].to_numpy()
 
     features = cluster.client.persist(frames.features)
-    baseline = _baseline_rows(train_rows, seed)
+    sample = baseline_sample(train_rows, seed)
+    baseline = None if len(sample) == len(train_rows) else sample
     # All the rows but those of the training window the baselines are not fitted on
     wanted = features
     if baseline is not None:
@@ -510,15 +511,6 @@ def _window_of(t: pd.Series, bounds: tuple[pd.Timestamp, ...]) -> np.ndarray:
 
 def _masks(window: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return window == 0, window == 1, window == 2, window == 3
-
-
-def _baseline_rows(train_rows: np.ndarray, seed: int) -> np.ndarray | None:
-    """The training rows the logistic baseline is fitted on when the window is larger than
-    BASELINE_ROWS: the sample `training.no_show` would draw (None: all of them)."""
-    if len(train_rows) <= BASELINE_ROWS:
-        return None
-    keep = np.sort(np.random.default_rng(seed).choice(len(train_rows), BASELINE_ROWS, False))
-    return train_rows[keep]
 
 
 # -- LightGBM on the cluster ----------------------------------------------------------------

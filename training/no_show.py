@@ -169,18 +169,28 @@ def _monotone(columns: list[str]) -> list[int]:
     return [MONOTONE.get(c, 0) for c in columns]
 
 
+def baseline_sample(rows: np.ndarray, seed: int) -> np.ndarray:
+    """The training rows the logistic baseline is fitted on: all of them, or BASELINE_ROWS
+    drawn at random (seeded) from more (the Dask engine draws the same sample)."""
+    if len(rows) <= BASELINE_ROWS:
+        return rows
+    return rows[np.sort(np.random.default_rng(seed).choice(len(rows), BASELINE_ROWS, False))]
+
+
 def _logistic_inputs(
-    X: pd.DataFrame, y: np.ndarray, train: np.ndarray, test: np.ndarray, spec: NoShowFeatureSpec
+    X: pd.DataFrame,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    spec: NoShowFeatureSpec,
+    seed: int,
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, list[str], list[str]]:
     """What the logistic baseline reads, copied out of `X`: its fit sample (at most
     BASELINE_ROWS of the `train` rows, drawn at random) and the test rows. It is a baseline of
     a few dozen coefficients (~70 with the one-hot levels), which 50k rows pin down as well as
     a million do: on a million appointments the full fit took longer than the LightGBM model
     itself, and 100k rows still ~4 s. Own copies, so that it can be fitted in another thread."""
-    rows = np.flatnonzero(train)
-    if len(rows) > BASELINE_ROWS:
-        keep = np.sort(np.random.default_rng(7).choice(len(rows), BASELINE_ROWS, False))
-        rows = rows[keep]
+    rows = baseline_sample(np.flatnonzero(train), seed)
     categorical = list(spec.categorical)
     fit = _category_codes(X.iloc[rows], categorical).copy()
     scored = _category_codes(_rows(X, test), categorical).copy()
@@ -351,7 +361,7 @@ def evaluate_no_show(
     # run two threads on two cores, and each tree waits for the slower of them, so a third
     # thread made both slower.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        logistic = pool.submit(_logistic_scores, *_logistic_inputs(X, y, train, test, spec))
+        logistic = pool.submit(_logistic_scores, *_logistic_inputs(X, y, train, test, spec, seed))
         # The inputs the model was fitted on, for drift reports (a sample of at most 200k rows)
         reference = FeatureReference.from_matrix(_rows(X, train), list(spec.categorical), seed=seed)
         predictor = NoShowPredictor(booster, calibration, spec, meta, reference)
