@@ -126,11 +126,7 @@ class HistoryIndex:
             codes = pd.factorize(both, use_na_sentinel=True)[0][len(self.keys) :]
             # The index's keys are distinct and come first: a known key's code is its position.
             return np.where(codes < len(self.keys), codes, -1).astype(np.int64)
-        row_codes, uniques = pd.factorize(keys, use_na_sentinel=True)
-        if not len(uniques):
-            return np.full(len(row_codes), -1, dtype=np.int64)
-        known = self.keys.get_indexer(pd.Index(uniques, tupleize_cols=False)).astype(np.int64)
-        return np.where(row_codes >= 0, known[np.maximum(row_codes, 0)], -1)
+        return key_positions(keys, self.keys)
 
     def counts(self, codes: np.ndarray, seconds: np.ndarray) -> HistoryCounts:
         """History of rows with these key codes (`codes`) as of these times (`as_seconds`):
@@ -185,6 +181,16 @@ def patient_history(
     batches against the same events, build a `HistoryIndex` once instead.
     """
     return HistoryIndex.build(events, key).frame(rows[key], rows[as_of], index=rows.index)
+
+
+def key_positions(keys: pd.Series | np.ndarray, index: pd.Index) -> np.ndarray:
+    """Each key's position in `index` (-1: missing or not there), hashing each distinct key
+    once: a batch's keys are factorized, and only the distinct ones are looked up."""
+    codes, uniques = pd.factorize(keys, use_na_sentinel=True)
+    if not len(uniques):
+        return np.full(len(codes), -1, dtype=np.int64)
+    found = index.get_indexer(pd.Index(uniques, tupleize_cols=False)).astype(np.int64)
+    return np.where(codes >= 0, found[np.maximum(codes, 0)], -1)
 
 
 def _factorized(keys: pd.Series) -> tuple[np.ndarray, pd.Index]:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from features.contract import AUDIT_ONLY_COLUMNS
 from features.geo import haversine_km
-from features.history import NEVER, HistoryIndex, as_seconds
+from features.history import NEVER, HistoryIndex, as_seconds, key_positions
 
 # The flat per-appointment input. Required columns first; the rest are used when present.
 FLAT_REQUIRED: Final = ("appointment_id", "booked_at", "appointment_at")
@@ -173,7 +173,7 @@ def flatten_world(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     patient_id, patient = _joined_keys(ap["patient_id"], pt.index)
     specialist_id, spec = _joined_keys(ap["specialist_id"], sp.index)
     _, referral = _joined_keys(ap["referral_id"], rf.index)
-    plan = _take(_positions(pt["insurance_plan_id"], pl.index), patient, -1)
+    plan = _take(key_positions(pt["insurance_plan_id"], pl.index), patient, -1)
     appointment_at = pd.to_datetime(ap["appointment_at"])
     flat = pd.DataFrame(
         {
@@ -221,15 +221,6 @@ def as_text(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _positions(keys: pd.Series, index: pd.Index) -> np.ndarray:
-    """Each key's position in `index` (-1: missing or not there), hashing each distinct key once."""
-    codes, uniques = pd.factorize(keys, use_na_sentinel=True)
-    if not len(uniques):
-        return np.full(len(codes), -1, dtype=np.int64)
-    found = index.get_indexer(pd.Index(uniques, tupleize_cols=False)).astype(np.int64)
-    return np.where(codes >= 0, found[np.maximum(codes, 0)], -1)
-
-
 def _take(values: np.ndarray, positions: np.ndarray, missing: Any) -> np.ndarray:
     """values[positions], `missing` where a position is -1."""
     if not len(values):
@@ -249,7 +240,7 @@ def _joined(column: pd.Series, positions: np.ndarray) -> pd.Categorical:
 def _joined_keys(keys: pd.Series, index: pd.Index) -> tuple[pd.Categorical, np.ndarray]:
     """The appointments' ids of a dimension table as a categorical of the table's ids (plus
     any id the table lacks, after them), and each one's position in the table (-1: none)."""
-    positions = _positions(keys, index)
+    positions = key_positions(keys, index)
     categories = pd.Index(index, tupleize_cols=False)
     codes = positions
     lost = (positions < 0) & keys.notna().to_numpy(dtype=bool)
