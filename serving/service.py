@@ -60,7 +60,9 @@ without a valid key, 403 when the key's role may not call the endpoint. Bodies a
 with the pydantic models of `serving.schemas` (not by BentoML), so a bad request is a 422 with
 ``{"errors": [{"field": ..., "problem": ...}]}`` that never echoes submitted values; a body that
 is not valid JSON is a 422 on field "body" and a body over the limit a 413, both answered by
-`GatewayMiddleware` after the key and role checks. Each request gets a request id (uuid4 hex),
+`GatewayMiddleware` after the key and role checks. POST /recommend and /no_show_risk, BentoML
+APIs of the service, are answered by `GatewayMiddleware` too (the same `dispatch`, without
+BentoML's router and API wrapper: see its docstring). Each request gets a request id (uuid4 hex),
 returned in the body and in ``X-Request-ID``, and writes one audit row (key id, role, endpoint,
 hashed patient id, model versions, status). Logs carry the request id only. 503 while not ready.
 """
@@ -86,6 +88,7 @@ from pydantic_core import to_json
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -456,13 +459,22 @@ def _not_ready() -> JSONResponse:
     return JSONResponse({"error": "the service is not ready"}, status_code=503)
 
 
-async def _json_body(request: Request) -> Any:
-    """The parsed JSON body, or INVALID_JSON."""
-    raw = await request.body()
+def parse_json(raw: bytes) -> Any:
+    """The parsed JSON body ({} when empty), or INVALID_JSON."""
     try:
         return json.loads(raw) if raw.strip() else {}
     except ValueError:  # JSONDecodeError and UnicodeDecodeError
         return INVALID_JSON
+
+
+PARSED_BODY: Final = "referral_ml.json"  # the scope key of a body GatewayMiddleware has parsed
+
+
+async def _json_body(request: Request) -> Any:
+    """The parsed JSON body, or INVALID_JSON (parsed once: by GatewayMiddleware when it ran)."""
+    if PARSED_BODY in request.scope:
+        return request.scope[PARSED_BODY]
+    return parse_json(await request.body())
 
 
 class FastJSONResponse(JSONResponse):
@@ -561,10 +573,16 @@ class GatewayMiddleware:
 
     * a body over MAX_BODY_BYTES is a 413 (by its Content-Length, else counted as it arrives;
       never buffered beyond the limit);
-    * a POST to a JSON endpoint whose body is not valid JSON is the usual 422, instead of
-      BentoML's 500 for the two BentoML APIs;
+    * the body of a POST to a JSON endpoint is parsed here, once; one that is not valid JSON
+      is the usual 422 (instead of BentoML's 500 for its APIs);
     * both answers go through `handle` (key and role checked first, audited) for a known
       endpoint; the body is replayed unchanged to the route otherwise;
+    * POST /recommend and /no_show_risk, BentoML APIs of the service, are answered here
+      (`dispatch`, as the API methods do) instead of through BentoML's router and API wrapper,
+      which would parse the body a second time, wrap it in a model and bind a context for a
+      method that takes the JSON as it is: about a quarter of a worker's time per /recommend
+      request (benchmarks/bench_service.py). They still run inside BentoML's server and its
+      middleware (metrics, tracing, access log, request timeout), and CORS applies to them;
     * GET /docs.json is this service's own OpenAPI document (`serving.openapi`): the request
       models it describes are the ones `handle` validates (BentoML's would describe ``Any``);
     * GET /readyz is a 503 with the reason while the models or the store are not loaded.
@@ -573,6 +591,8 @@ class GatewayMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._served: dict[Any, int] = {}  # (client host, port) -> requests on that connection
+        # BentoML adds its CORS middleware inside this one: answers given here get their own
+        self._cors = cors_options(SERVICE_CONFIG)
 
     def _recycled(self, scope: Scope, send: Send) -> Send:
         """`send`, adding ``Connection: close`` to every REQUESTS_PER_CONNECTION-th answer on a
@@ -629,9 +649,21 @@ class GatewayMiddleware:
             await self._reject(endpoint, headers, TOO_LARGE, scope, receive, send)
             return
         assert isinstance(raw, bytes)
-        if endpoint is not None and not _is_json(raw):
-            await self._reject(endpoint, headers, INVALID_JSON, scope, receive, send)
-            return
+        body: Any = None
+        if endpoint is not None:
+            body = parse_json(raw)
+            if body is INVALID_JSON:
+                await self._reject(endpoint, headers, INVALID_JSON, scope, receive, send)
+                return
+            if endpoint.path in _BENTO_APIS and _instance is not None:
+                runtime = _instance.runtime
+                if endpoint.path == "/recommend":  # on the loop: see ReferralService.recommend
+                    outcome = dispatch(runtime, endpoint, headers, body)
+                else:
+                    outcome = await run_in_threadpool(dispatch, runtime, endpoint, headers, body)
+                await self._answer(_respond(outcome), scope, receive, send)
+                return
+            scope = {**scope, PARSED_BODY: body}
         replayed = False
 
         async def replay() -> Message:
@@ -641,10 +673,15 @@ class GatewayMiddleware:
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()
 
-        await self.app(_as_json(scope) if endpoint is not None else scope, replay, send)
+        await self.app(scope, replay, send)
 
-    @staticmethod
+    async def _answer(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send an answer given here, with the CORS headers BentoML's middleware would add."""
+        app: ASGIApp = response if self._cors is None else CORSMiddleware(response, **self._cors)
+        await app(scope, receive, send)
+
     async def _reject(
+        self,
         endpoint: Endpoint | None,
         headers: Headers,
         body: object,
@@ -654,24 +691,14 @@ class GatewayMiddleware:
     ) -> None:
         if endpoint is not None and _instance is not None:
             outcome = await run_in_threadpool(dispatch, _instance.runtime, endpoint, headers, body)
-            await _respond(outcome)(scope, receive, send)
+            await self._answer(_respond(outcome), scope, receive, send)
             return
         too_large = body is TOO_LARGE
         response = JSONResponse(
             {"error": _too_large_message()} if too_large else {"errors": INVALID_JSON_ERRORS},
             status_code=413 if too_large else 422,
         )
-        await response(scope, receive, send)
-
-
-def _as_json(scope: Scope) -> Scope:
-    """`scope` with a FHIR JSON content type (``application/fhir+json``) read as plain JSON, so
-    that BentoML parses a FHIR resource posted to /recommend like any JSON body."""
-    headers = scope.get("headers") or []
-    if not any(k == b"content-type" and v.startswith(b"application/fhir+json") for k, v in headers):
-        return scope
-    fixed = [(k, b"application/json" if k == b"content-type" else v) for k, v in headers]
-    return {**scope, "headers": fixed}
+        await self._answer(response, scope, receive, send)
 
 
 async def _read_bounded(headers: Headers, receive: Receive, limit: int) -> bytes | object | None:
@@ -700,15 +727,6 @@ async def _read_bounded(headers: Headers, receive: Receive, limit: int) -> bytes
         chunks.append(chunk)
         if not more:
             return b"".join(chunks)
-
-
-def _is_json(raw: bytes) -> bool:
-    try:
-        if raw.strip():
-            json.loads(raw)
-    except ValueError:
-        return False
-    return True
 
 
 def _too_large_message() -> str:
@@ -740,6 +758,24 @@ def service_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             }
         }
     return config
+
+
+def cors_options(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Starlette CORSMiddleware options for the CORS settings of a BentoML configuration, as
+    BentoML passes them to its own; None when CORS is off."""
+    cors = config.get("http", {}).get("cors", {})
+    if not cors.get("enabled"):
+        return None
+    names = {
+        "access_control_allow_origins": "allow_origins",
+        "access_control_allow_origin_regex": "allow_origin_regex",
+        "access_control_allow_credentials": "allow_credentials",
+        "access_control_allow_methods": "allow_methods",
+        "access_control_allow_headers": "allow_headers",
+        "access_control_expose_headers": "expose_headers",
+        "access_control_max_age": "max_age",
+    }
+    return {names[k]: v for k, v in cors.items() if k in names}
 
 
 def _warm_fhir() -> None:
@@ -815,6 +851,9 @@ class ReferralService:
             ctx.response.metadata[name] = value
         return _respond(outcome)
 
+    # Over HTTP, GatewayMiddleware answers these two routes itself with the same `dispatch`
+    # (one JSON parse, no API wrapper); the methods keep them in BentoML's service definition
+    # (its API list, `bentoml build`, its Python clients, whose calls the gateway answers).
     @bentoml.api(route="/recommend")
     async def recommend(self, body: Any, /, ctx: bentoml.Context) -> Any:
         # Run on the event loop: a few milliseconds of CPU, which a worker thread would not run

@@ -230,6 +230,36 @@ def test_cors_allows_the_configured_origin_only(server: Server) -> None:
     assert "x-request-id" in headers.get("access-control-expose-headers", "").lower()
 
 
+@pytest.mark.parametrize(
+    ("name", "path", "role"),
+    [
+        ("recommend.json", "/recommend", Role.REFERRAL_UI),
+        ("no_show_risk.json", "/no_show_risk", Role.OUTREACH),
+        ("worklist.json", "/outreach/worklist", Role.OUTREACH),
+    ],
+)
+def test_cors_headers_on_every_answer_to_the_allowed_origin(
+    server: Server, name: str, path: str, role: Role
+) -> None:
+    # The gateway answers /recommend and /no_show_risk itself, and rejects bad bodies itself:
+    # a browser must be able to read those answers too, and only from the allowed origin
+    body = json.loads((EXAMPLES / name).read_text())
+    origin = {"Origin": CORS_ORIGIN}
+    for key, raw, expected in [
+        (server.keys[role], json.dumps(body).encode(), 200),
+        (server.keys[role], b'{"truncated": ', 422),
+        (None, json.dumps(body).encode(), 401),
+    ]:
+        status, headers, text_ = call(server, path, key=key, raw=raw, headers=origin)
+        assert status == expected, text_
+        assert headers.get("access-control-allow-origin") == CORS_ORIGIN, (status, headers)
+        assert "x-request-id" in headers.get("access-control-expose-headers", "").lower()
+        assert json.loads(text_)["request_id"] == headers["x-request-id"]
+    foreign = {"Origin": "http://elsewhere.example"}
+    status, headers, _ = call(server, path, key=server.keys[role], raw=raw, headers=foreign)
+    assert "access-control-allow-origin" not in headers
+
+
 # ---------------------------------------------------------------- readiness with a corrupt model
 
 

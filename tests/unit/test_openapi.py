@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import schemathesis
 from pydantic import BaseModel
+from starlette.middleware.cors import CORSMiddleware
 
 from serving.openapi import RESPONSE_EXAMPLES, openapi_document
-from serving.service import ENDPOINTS, Endpoint, service_config
+from serving.service import ENDPOINTS, Endpoint, cors_options, service_config
 
 pytestmark = pytest.mark.unit
 
@@ -136,6 +137,21 @@ def test_cors_is_off_unless_origins_are_configured() -> None:
     assert cors["enabled"] is True
     assert cors["access_control_allow_origins"] == ["https://a.example", "https://b.example"]
     assert "X-Request-ID" in cors["access_control_expose_headers"]
+
+
+def test_the_gateways_cors_options_are_the_configured_ones() -> None:
+    # The gateway answers some routes itself, outside BentoML's CORS middleware: it must apply
+    # the same settings, under Starlette's names
+    assert cors_options(service_config({})) is None
+    config = service_config({"REFERRAL_ML_CORS_ORIGINS": "https://a.example"})
+    options = cors_options(config)
+    assert options is not None
+    assert options["allow_origins"] == ["https://a.example"]
+    assert options["expose_headers"] == ["X-Request-ID"]
+    assert options["max_age"] == 600
+    assert len(options) == len(config["http"]["cors"]) - 1  # every setting but "enabled"
+    assert cors_options({"http": {"cors": {"enabled": False, "access_control_max_age": 1}}}) is None
+    CORSMiddleware(app=None, **options)  # type: ignore[arg-type]  # Starlette takes them all
 
 
 def test_the_example_files_are_the_documents_examples() -> None:
