@@ -10,7 +10,9 @@ Three measurements of the same requests:
 (a) in process: `serving.service.handle` on a loaded `serving.runtime.Runtime` (key check,
     validation, the work, the audit row: what the endpoint does, minus HTTP and JSON parsing);
 (b) the floor: `bentoml serve benchmarks.floor_service:FloorService`, a do-nothing endpoint on
-    the same `SERVICE_CONFIG`, sent the same /recommend bodies (BentoML + uvicorn + client);
+    the same `SERVICE_CONFIG`, sent the same /recommend bodies (BentoML + uvicorn + client),
+    twice: as a BentoML API (/floor) and answered in an ASGI middleware (/floor/gateway), the
+    way the service's gateway answers /recommend and /no_show_risk;
 (c) the service: `bentoml serve serving.service:ReferralService`.
 
 Overheads: HTTP p50 - in-process p50 (what HTTP costs on top of the work) and HTTP - floor (what
@@ -87,6 +89,7 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the repository's packages
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.floor_service import GATEWAY_ROUTE  # noqa: E402
 from benchmarks.load import run_load  # noqa: E402
 from tests.integration.servers import free_port, http_status, stop, tail  # noqa: E402
 
@@ -480,11 +483,22 @@ def main(argv: list[str] | None = None) -> int:
                     requests=requests,
                     warmup=warmup,
                 )
+            for clients in CLIENTS:  # the same, answered in an ASGI middleware (see the module)
+                http_out[f"floor_gateway_{clients}"] = http(
+                    base,
+                    GATEWAY_ROUTE,
+                    "floor, answered in the gateway",
+                    rec_bodies,
+                    ui_headers,
+                    clients=clients,
+                    requests=requests,
+                    warmup=warmup,
+                )
             for clients in CLIENTS:  # and the /no_show_risk body (its JSON is 0.4 MB)
                 http_out[f"floor_risk_{clients}"] = http(
                     base,
-                    "/floor",
-                    "floor, /no_show_risk body",
+                    GATEWAY_ROUTE,
+                    "floor, answered in the gateway, /no_show_risk body",
                     [risk_body],
                     outreach_headers,
                     clients=clients,
@@ -533,8 +547,11 @@ def main(argv: list[str] | None = None) -> int:
         "/recommend HTTP - in-process (1 client)": p50["recommend_1"] - inproc["recommend"],
         "/recommend HTTP - floor (1 client)": p50["recommend_1"] - p50["floor_1"],
         "/recommend HTTP - floor (4 clients)": p50["recommend_4"] - p50["floor_4"],
+        "/recommend HTTP - gateway floor (1 client)": p50["recommend_1"] - p50["floor_gateway_1"],
+        "/recommend HTTP - gateway floor (4 clients)": p50["recommend_4"] - p50["floor_gateway_4"],
         "/no_show_risk HTTP - in-process": p50["no_show_risk_1"] - inproc["no_show_risk"],
         "floor (1 client): the framework + client alone": p50["floor_1"],
+        "gateway floor (1 client)": p50["floor_gateway_1"],
     }
     out["load_average_after"] = load_average()
     out["targets"] = targets(out)

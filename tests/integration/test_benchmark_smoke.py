@@ -167,10 +167,10 @@ def test_service_benchmark_smoke(small_world: Path, tmp_path: Path) -> None:
     assert "| HTTP /recommend | 4 |" in run.stdout and "| target |" in run.stdout
     result = json.loads(out.read_text())
     assert set(result["in_process"]) == {"recommend", "no_show_risk"}
-    # 1, 4 and 16 clients; the trivial endpoint sent both endpoints' bodies
+    # 1, 4 and 16 clients; the trivial endpoint, as an API and in the gateway, sent both bodies
     assert set(result["http"]) == {
         f"{name}_{clients}"
-        for name in ("floor", "floor_risk", "recommend", "no_show_risk")
+        for name in ("floor", "floor_gateway", "floor_risk", "recommend", "no_show_risk")
         for clients in (1, 4, 16)
     }
     cold = result["cold_start_seconds"]
