@@ -52,12 +52,16 @@ class PathAttribution:
                 self.bias += float(root["internal_value"])
                 _credit(root, np.zeros(n_features), table)
             self.tables.append(table)
-        # All trees' tables in one (trees, most leaves, features) array: a row's attribution is
-        # then one fancy-indexed gather and a sum over trees.
+        # All trees' tables in one (features, trees x most leaves) array, tree t's leaf l in
+        # column t * most + l: a row's attribution is then one `take` of a column per tree and
+        # a sum along contiguous memory (twice as fast, for the few rows of a /recommend answer,
+        # as a fancy-indexed gather from a (trees, leaves, features) array).
         most = max((len(t) for t in self.tables), default=1)
-        self._stacked = np.zeros((len(self.tables), most, n_features))
+        stacked = np.zeros((len(self.tables), most, n_features))
         for i, table in enumerate(self.tables):
-            self._stacked[i, : len(table)] = table
+            stacked[i, : len(table)] = table
+        self._columns = np.ascontiguousarray(stacked.reshape(-1, n_features).T)
+        self._offsets = np.arange(len(self.tables), dtype=np.intp) * most
 
     def __call__(self, X: pd.DataFrame) -> np.ndarray:
         """(rows, features) attributions to the raw score, in `feature_names` order."""
@@ -66,8 +70,8 @@ class PathAttribution:
         leaves = np.asarray(leaves, dtype=np.intp)
         if leaves.ndim == 1:
             leaves = leaves[:, None]
-        trees = np.arange(leaves.shape[1])
-        return self._stacked[trees[None, :], leaves].sum(axis=1)
+        picked = np.take(self._columns, leaves + self._offsets, axis=1)  # (features, rows, trees)
+        return picked.sum(axis=2).T
 
     def score_and_attribute(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """The raw scores (bias + attributions: the model's own prediction, to rounding) and
