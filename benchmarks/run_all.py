@@ -455,10 +455,17 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
             f"| {r.area} | {r.figure} | {num(r.value)} {r.unit} | {r.anchor} | "
             f"{num(r.anchor_value)} | {ratio} | {r.target} | {met} |"
         )
-    reused = [(s, v.get("commit") or "?") for s, v in meta["steps"].items() if v.get("reused")]
+    reused = [
+        (s, v.get("commit") or "?", v.get("date") or meta["date"])
+        for s, v in meta["steps"].items()
+        if v.get("reused")
+    ]
     if reused:
-        steps = ", ".join(f"{s} (commit {c})" for s, c in reused)
-        lines += ["", f"Not re-run: the rows of {steps} are from an earlier run of the same day."]
+        steps = ", ".join(
+            f"{s} (commit {c}{'' if d == meta['date'] else f', {d}'})" for s, c, d in reused
+        )
+        when = "the same day" if all(d == meta["date"] for _, _, d in reused) else "an earlier day"
+        lines += ["", f"Not re-run: the rows of {steps} are from an earlier run of {when}."]
     failed = [s for s, v in meta["steps"].items() if v["returncode"] != 0]
     if failed:
         lines += ["", f"Steps that failed (see their logs): {', '.join(failed)}"]
@@ -490,6 +497,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --only: the other steps' rows from their results of an earlier run today "
         "(the table names them and that run's commit)",
     )
+    parser.add_argument(
+        "--reuse-from",
+        metavar="DATE",
+        default=None,
+        help="with --only: as --reuse, from the run of that date (YYYY-MM-DD) instead of today's",
+    )
     args = parser.parse_args(argv)
     names = [s.name for s in STEPS]
     only = [n for n in args.only.split(",") if n] or names
@@ -512,20 +525,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows: list[Row] = []
     raw: dict[str, Any] = {}
-    # The commit each step of today's earlier table was measured at (for the reused rows)
-    earlier_table = args.results / f"{today}.json"
+    # The commit each step of the earlier table was measured at (for the reused rows)
+    reuse_date = args.reuse_from or today
+    if args.reuse_from:
+        args.reuse = True
+        if not (args.results / reuse_date).is_dir():
+            parser.error(f"--reuse-from: no results of {reuse_date} in {args.results}")
+    earlier_table = args.results / f"{reuse_date}.json"
     measured_at: dict[str, str] = {}
+    measured_on: dict[str, str] = {}  # and the date it was measured on
     if args.reuse and earlier_table.exists():
         previous = json.loads(earlier_table.read_text())
         for name, v in previous.get("steps", {}).items():
+            measured_on[name] = str(v.get("date") or previous.get("date") or reuse_date)
             commit = v.get("commit") or (None if v.get("reused") else previous["code"]["commit"])
             if commit:
                 measured_at[name] = str(commit)
     for step in STEPS:
         if step.name not in only:
             if args.reuse and not args.quick:
-                earlier = sorted((raw_dir / step.name).glob(step.result))
-                if earlier:  # as measured by an earlier run of today
+                earlier = sorted((args.results / reuse_date / step.name).glob(step.result))
+                if earlier:  # as measured by an earlier run (today's, or --reuse-from's)
                     doc = json.loads(earlier[-1].read_text())
                     raw[step.name] = doc
                     rows += step.rows(doc)
@@ -533,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                         "returncode": 0,
                         "reused": str(earlier[-1]),
                         "commit": measured_at.get(step.name),
+                        "date": measured_on.get(step.name, reuse_date),
                     }
             continue
         if step.needs:
