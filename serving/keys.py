@@ -163,11 +163,12 @@ def verify(store: Store, secret: str | None) -> tuple[str, Role] | None:
     if match is None:
         return None
     key_id = match.group(1)
-    with store.engine.connect() as conn:  # Core: one primary-key lookup per request
-        row = conn.execute(_key_lookup(), {"key_id": key_id}).first()
-    if row is None or row.revoked_at is not None:
+    row = store.select_one(_key_lookup(), {"key_id": key_id})  # one primary-key lookup
+    if row is None:
         return None
-    stored, role = row.hash, row.role
+    stored, role, revoked_at = row
+    if revoked_at is not None:
+        return None
     digest = hashlib.sha256(secret.encode("utf-8")).digest()
     if not _cache.hit(digest, key_id, stored):
         if not check_secret(secret, stored):

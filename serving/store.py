@@ -10,7 +10,11 @@ code runs on both. What differs on PostgreSQL:
 * bulk loads send each chunk of rows as one ``INSERT ... SELECT FROM unnest(<arrays>)`` with
   binary parameters (about three times faster than executemany); SQLite uses executemany;
 * pooled connections are checked before use (``pool_pre_ping``): a server restart does not
-  break the next request.
+  break the next request;
+* on a SQLite file, the two statements of every request (the key lookup, the audit row) run on
+  a per-thread sqlite3 connection with the SQL and type conversions SQLAlchemy compiled for
+  them (`DirectSqlite`): SQLAlchemy's pool checkout and execution machinery cost three times
+  the statements themselves. PostgreSQL keeps its pooled connections for them.
 
 The data-contract tables mirror ``features.contract.TABLES`` column for column, except that
 ``patients`` never stores the audit-only ``race_ethnicity`` (it is not even read from the files).
@@ -33,6 +37,8 @@ import hmac
 import logging
 import os
 import secrets
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -52,6 +58,7 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    Select,
     String,
     Table,
     UniqueConstraint,
@@ -468,8 +475,10 @@ class Store:
             hint = "; PostgreSQL: postgresql+psycopg://user@host/db" if "postgres" in url else ""
             raise StoreError(f"not a usable database URL ({first}{hint})") from None
         self._audit_salt = audit_salt or os.environ.get(SALT_ENV) or None
+        self.direct: DirectSqlite | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.direct = DirectSqlite.for_engine(self.engine)
 
     def create(self) -> None:
         """Create the tables and indexes that do not exist yet. Raises StoreError when the
@@ -486,8 +495,22 @@ class Store:
             conn.commit()
 
     def dispose(self) -> None:
-        """Close the engine's pooled connections."""
+        """Close the engine's pooled connections (and the direct SQLite ones)."""
         self.engine.dispose()
+        if self.direct is not None:
+            self.direct.close()
+
+    def select_one(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """The first row of a SELECT (a plain tuple, values converted as SQLAlchemy would), or
+        None: on the direct SQLite connection when there is one (for statements on the request
+        path, built once), else on a pooled connection."""
+        if self.direct is not None:
+            return self.direct.select_one(statement, params)
+        with self.engine.connect() as conn:
+            row = conn.execute(statement, dict(params)).first()
+        return None if row is None else tuple(row)
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -1029,6 +1052,8 @@ class Store:
             "model_versions": model_versions,
             "status": int(status),
         }
+        if self.direct is not None:
+            return self.direct.insert(_table(Audit), row)
         # SQLAlchemy Core, not an ORM session: one row per request, on the request path
         with self.engine.begin() as conn:
             result = conn.execute(_insert_statement(Audit), row)
@@ -1130,6 +1155,90 @@ def _is_null(value: Any) -> bool:
 
 def _parquet_columns(path: Path) -> set[str]:
     return set(pq.read_schema(path).names)
+
+
+class DirectSqlite:
+    """Statements on the request path, run on a per-thread sqlite3 connection (autocommit: an
+    INSERT is its own transaction; a SELECT sees every committed change, a key revoked by
+    another worker included). SQLAlchemy compiles each statement once for the SQLite dialect;
+    its bind and result processors convert the values, so rows are stored and read exactly as
+    through the engine. Only for a SQLite file (an in-memory database is per connection)."""
+
+    def __init__(self, database: str, dialect: Any) -> None:
+        self.database = database
+        self.dialect = dialect
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[sqlite3.Connection] = []
+        self._generation = 0  # bumped by close(): threads then reconnect
+        self._selects: dict[int, tuple[Select[Any], str, list[str], list[Any]]] = {}
+        self._inserts: dict[tuple[str, tuple[str, ...]], tuple[str, list[Any]]] = {}
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> DirectSqlite | None:
+        database = engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return cls(database, engine.dialect)
+
+    def _connection(self) -> sqlite3.Connection:
+        local = self._local
+        key = (self._generation, os.getpid())
+        if getattr(local, "key", None) != key:
+            conn = sqlite3.connect(
+                self.database, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+            _sqlite_pragmas(conn, None)
+            with self._lock:
+                self._open.append(conn)
+            local.conn, local.key = conn, key
+        return local.conn  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        with self._lock:
+            self._generation += 1
+            opened, self._open = self._open, []
+        for conn in opened:
+            conn.close()
+
+    def select_one(
+        self, statement: Select[Any], params: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        compiled = self._selects.get(id(statement))
+        if compiled is None or compiled[0] is not statement:
+            c = statement.compile(dialect=self.dialect)
+            names = list(c.positiontup or [])
+            results = [
+                col.type.dialect_impl(self.dialect).result_processor(self.dialect, None)
+                for col in statement.selected_columns
+            ]
+            compiled = (statement, c.string, names, results)
+            self._selects[id(statement)] = compiled
+        _, sql, names, results = compiled
+        row = self._connection().execute(sql, [params[n] for n in names]).fetchone()
+        if row is None:
+            return None
+        return tuple(v if f is None else f(v) for f, v in zip(results, row, strict=True))
+
+    def insert(self, table: Table, row: Mapping[str, Any]) -> int:
+        """INSERT one row (its keys are the columns); returns the new row id."""
+        key = (table.name, tuple(row))
+        compiled = self._inserts.get(key)
+        if compiled is None:
+            c = insert(table).compile(dialect=self.dialect, column_keys=list(row))
+            binds = [
+                table.c[name].type.dialect_impl(self.dialect).bind_processor(self.dialect)
+                for name in (c.positiontup or [])
+            ]
+            if list(c.positiontup or []) != list(row):
+                raise ValueError(f"unexpected parameter order for {table.name}")
+            compiled = (c.string, binds)
+            self._inserts[key] = compiled
+        sql, binds = compiled
+        values = [v if f is None else f(v) for f, v in zip(binds, row.values(), strict=True)]
+        cursor = self._connection().execute(sql, values)
+        assert cursor.lastrowid is not None
+        return int(cursor.lastrowid)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

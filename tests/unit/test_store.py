@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -500,3 +502,92 @@ def test_create_adds_the_note_column_to_an_older_contacts_table(tmp_path: Path) 
     with store.engine.connect() as conn:
         columns = [c["name"] for c in inspect(conn).get_columns("contacts")]
     assert columns.count("note") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The direct SQLite path of the request statements (key lookup, audit row)
+# ---------------------------------------------------------------------------------------------
+
+
+def _audit_rows(store: Store) -> list[tuple[object, ...]]:
+    """Every audit row as SQLite stores it (text, not converted), without the id."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM audit ORDER BY id")).all()
+    return [tuple(row)[1:] for row in rows]
+
+
+def test_direct_audit_rows_are_stored_as_sqlalchemy_stores_them(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}", audit_salt="s")
+    store.create()
+    assert store.direct is not None
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901)
+    rows = [
+        dict(request_id="r", endpoint="/recommend", status=200, key_id="k", role="admin")
+        | dict(patient_id="P1", referral_id="R1", model_versions={"ranker": "3"}, at=at),
+        dict(request_id="q", endpoint="/whoami", status=401, at=at),  # NULLs, JSON null
+    ]
+    direct = store.direct
+    ids = [store.write_audit(**row) for row in rows]  # type: ignore[arg-type]
+    store.direct = None  # the same rows through SQLAlchemy's engine
+    ids += [store.write_audit(**row) for row in rows]  # type: ignore[arg-type]
+    store.direct = direct
+    assert ids == [1, 2, 3, 4]
+    stored = _audit_rows(store)
+    assert stored[:2] == stored[2:]
+    assert stored[0][0] == "2026-01-02 03:04:05.678901" and stored[1][7] == "null"
+
+
+def test_direct_select_converts_values_like_the_engine(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'k.db'}")
+    store.create()
+    key_id, _ = keys.create_key(store, "outreach")
+    keys.revoke(store, key_id)
+    statement = keys._key_lookup()
+    direct = store.select_one(statement, {"key_id": key_id})
+    store.direct = None
+    through_engine = store.select_one(statement, {"key_id": key_id})
+    assert direct == through_engine
+    assert direct is not None and isinstance(direct[2], datetime)
+    assert store.select_one(statement, {"key_id": "nobody"}) is None
+
+
+def test_direct_connections_per_thread_lose_no_row(tmp_path: Path) -> None:
+    # Two stores on one file (two workers), several threads each, writing at once
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    first, second = Store(url, audit_salt="s"), Store(url, audit_salt="s")
+    first.create()
+
+    def write(store: Store, name: str) -> None:
+        for i in range(40):
+            store.write_audit(request_id=f"{name}-{i}", endpoint="/recommend", status=200)
+
+    threads = [
+        threading.Thread(target=write, args=(store, f"{n}{t}"))
+        for n, store in (("a", first), ("b", second))
+        for t in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [row[1] for row in _audit_rows(first)]
+    assert len(ids) == len(set(ids)) == 8 * 40
+
+
+def test_dispose_closes_direct_connections_and_the_next_call_reconnects(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'd.db'}", audit_salt="s")
+    store.create()
+    store.write_audit(request_id="before", endpoint="/x", status=200)
+    store.dispose()
+    store.write_audit(request_id="after", endpoint="/x", status=200)
+    assert [row[1] for row in _audit_rows(store)] == ["before", "after"]
+
+
+def test_an_in_memory_database_has_no_direct_path() -> None:
+    store = Store("sqlite://", audit_salt="s")
+    store.create()
+    assert store.direct is None
+    key_id, secret = keys.create_key(store, "admin")
+    assert keys.verify(store, secret) == (key_id, Role.ADMIN)
+    store.write_audit(request_id="r", endpoint="/x", status=200)
+    assert [row[1] for row in _audit_rows(store)] == ["r"]
