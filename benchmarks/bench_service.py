@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.keys import Role, create_key
     from serving.runtime import Runtime
-    from serving.service import SERVICE_CONFIG
+    from serving.service import CHECKPOINT_SECONDS, SERVICE_CONFIG
     from serving.store import Store
 
     manifest = json.loads((args.data / "manifest.json").read_text())
@@ -445,7 +445,15 @@ def main(argv: list[str] | None = None) -> int:
         }
 
         # (a) in process
-        runtime = Runtime(url, ranker_dir, no_show_dir, now=as_of)
+        # configured as the service configures its own (serving.service.runtime_from_env)
+        runtime = Runtime(
+            url,
+            ranker_dir,
+            no_show_dir,
+            now=as_of,
+            settle_heap=True,
+            checkpoint_seconds=CHECKPOINT_SECONDS,
+        )
         t0 = time.perf_counter()
         if not runtime.load():
             raise SystemExit(f"error: the runtime did not load: {runtime.not_ready_reason}")

@@ -231,17 +231,22 @@ class Runtime:
         *,
         store: Store | None = None,
         settle_heap: bool = False,
+        checkpoint_seconds: float | None = None,
         tiers: str | None = None,
         uplift_dir: Path | None = None,
         uplift_if_present: bool = False,
     ):
         """`store`: an already open Store for `store_url` (tests); default: a new one.
         `settle_heap`: after each load, collect and freeze the heap (`settle_heap`; servers).
+        `checkpoint_seconds`: a new store's SQLite log checkpoints, in the background (`Store`;
+        servers).
         `tiers`: "medium=0.2,high=0.4" overrides the no-show bundle's tier thresholds.
         `uplift_dir`: the outreach-uplift bundle (None: none, expected benefits are null); a
         folder that fails to load fails the load, unless `uplift_if_present` (a folder found in
         the BentoML store) and it no longer exists: then it counts as no model."""
-        self.store = store if store is not None else Store(store_url)
+        self.store = (
+            store if store is not None else Store(store_url, checkpoint_seconds=checkpoint_seconds)
+        )
         self.ranker_dir = Path(ranker_dir)
         self.no_show_dir = Path(no_show_dir)
         self.uplift_dir = None if uplift_dir is None else Path(uplift_dir)

@@ -69,6 +69,7 @@ hashed patient id, model versions, status). Logs carry the request id only. 503 
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -130,6 +131,9 @@ ENV_MONITOR_INTERVAL: Final = "REFERRAL_ML_MONITOR_INTERVAL_MINUTES"
 DEFAULT_RANKER_DIR: Final = "models/ranker"
 DEFAULT_NO_SHOW_DIR: Final = "models/no_show"
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+# A SQLite store's write-ahead log is copied into the database by a background thread this
+# often, never inside a request's commit (serving.store.Store)
+CHECKPOINT_SECONDS: Final = 1.0
 
 RECOMMEND_ROLES: Final = frozenset({Role.REFERRAL_UI, Role.ADMIN})
 NO_SHOW_ROLES: Final = frozenset({Role.OUTREACH, Role.ADMIN})
@@ -159,6 +163,7 @@ def runtime_from_env(env: dict[str, str] | None = None) -> Runtime:
         _bundle_dir(env.get(ENV_NO_SHOW_DIR), "no-show", DEFAULT_NO_SHOW_DIR),
         now=datetime.fromisoformat(now_text) if now_text else None,
         settle_heap=True,
+        checkpoint_seconds=CHECKPOINT_SECONDS,
         tiers=env.get(ENV_TIERS) or None,
         uplift_dir=uplift_dir,
         uplift_if_present=not uplift_configured,
@@ -328,10 +333,10 @@ def _count(endpoint: str, payload: dict[str, Any]) -> None:
     if endpoint == "/recommend" and not payload.get("specialists"):
         EMPTY_RECOMMENDATIONS.labels(filter=empty_filter(payload.get("empty_reason"))).inc()
     rows = payload.get("predictions") or payload.get("rows") or []
-    for row in rows:
-        tier = row.get("tier") if isinstance(row, dict) else None
-        if tier in ("low", "medium", "high"):
-            RISK_TIERS.labels(endpoint=endpoint, tier=tier).inc()
+    tiers = collections.Counter(row.get("tier") for row in rows if isinstance(row, dict))
+    for tier in ("low", "medium", "high"):  # one labelled child per tier, not one per row
+        if tiers[tier]:
+            RISK_TIERS.labels(endpoint=endpoint, tier=tier).inc(tiers[tier])
 
 
 def _patient_id(req: Any) -> str | None:

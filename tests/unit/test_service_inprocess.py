@@ -301,3 +301,18 @@ def test_a_bad_fhir_service_request_is_a_422_naming_the_element(
     assert out.status == 422, out.body
     assert out.body["errors"][0]["field"].startswith(field), out.body
     assert _audit_status(runtime, out.body["request_id"]) == 422
+
+
+def test_scored_tiers_are_counted_per_row_for_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    from serving.service import _count
+
+    def value(tier: str) -> float:
+        labels = {"endpoint": "/no_show_risk", "tier": tier}
+        return REGISTRY.get_sample_value("referral_ml_risk_tier_total", labels) or 0.0
+
+    before = {t: value(t) for t in ("low", "medium", "high")}
+    rows: list[Any] = [{"tier": "high"}, {"tier": "high"}, {"tier": "low"}, {"tier": None}, "x"]
+    _count("/no_show_risk", {"predictions": rows})
+    assert {t: value(t) - before[t] for t in before} == {"low": 1.0, "medium": 0.0, "high": 2.0}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sqlite3
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -591,3 +593,38 @@ def test_an_in_memory_database_has_no_direct_path() -> None:
     assert keys.verify(store, secret) == (key_id, Role.ADMIN)
     store.write_audit(request_id="r", endpoint="/x", status=200)
     assert [row[1] for row in _audit_rows(store)] == ["r"]
+
+
+def _checkpointed_audit_ids(path: Path) -> list[str]:
+    """The audit rows in the database file itself, ignoring the write-ahead log (immutable)."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return [r[0] for r in conn.execute("SELECT request_id FROM audit ORDER BY id")]
+    except sqlite3.OperationalError:  # the table itself is still in the log
+        return []
+    finally:
+        conn.close()
+
+
+def test_a_server_store_checkpoints_in_the_background_not_in_commits(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    store = Store(f"sqlite:///{path}", audit_salt="s", checkpoint_seconds=0.2)
+    store.create()
+    with store.engine.connect() as conn:  # commits never checkpoint on these connections
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    store.write_audit(request_id="logged", endpoint="/x", status=200)  # into the log only
+    deadline = time.monotonic() + 10
+    while "logged" not in _checkpointed_audit_ids(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _checkpointed_audit_ids(path) == ["logged"]  # copied into the file by the thread
+    thread = store._checkpointer._thread  # type: ignore[union-attr]
+    store.dispose()
+    assert not thread.is_alive()
+
+
+def test_a_store_without_background_checkpoints_keeps_sqlites_own(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'n.db'}", audit_salt="s")
+    store.create()
+    assert store._checkpointer is None
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
