@@ -100,7 +100,13 @@ from serving.bentoml_patches import cache_root_schemas, cancel_request_timers
 from serving.console_api import ModelPlotRequest
 from serving.keys import Caller, Role, verify
 from serving.openapi import openapi_document
-from serving.runtime import UPLIFT_MODEL, NotReadyError, RequestError, Runtime
+from serving.runtime import (
+    UPLIFT_MODEL,
+    NotReadyError,
+    RequestError,
+    Runtime,
+    freeze_new_objects,
+)
 from serving.schemas import (
     ContactRequest,
     CreateKeyRequest,
@@ -784,13 +790,15 @@ def cors_options(config: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _warm_fhir() -> None:
-    """FHIR ServiceRequests on /recommend: load their models off the request path."""
+    """FHIR ServiceRequests on /recommend: load their models off the request path; then freeze
+    them, with what the server built since the models' load, out of the collector's way."""
     try:
         from features.fhir_inbound import warm
 
         warm()
     except Exception as exc:  # the first FHIR request pays instead
         log.warning("FHIR models not preloaded (%s)", type(exc).__name__)
+    freeze_new_objects()
 
 
 def _watch_monitoring(runtime: Runtime, env: Mapping[str, str] | None = None) -> bool:

@@ -343,3 +343,22 @@ def test_a_reload_in_one_worker_is_followed_by_the_others(
         time.sleep(0.05)
     assert second.generation == first.generation is not None
     assert second.state is not before
+
+
+def test_objects_made_after_the_settle_are_frozen_out_of_full_collections() -> None:
+    import gc
+
+    from serving.runtime import freeze_new_objects
+
+    class Late:  # e.g. the ZIP table the FHIR warm-up builds after the models' load
+        pass
+
+    try:
+        late = [Late() for _ in range(1000)]
+        frozen = gc.get_freeze_count()
+        freeze_new_objects()
+        assert gc.get_freeze_count() >= frozen + len(late)
+        in_generations = {id(o) for g in range(3) for o in gc.get_objects(g)}
+        assert not any(id(o) in in_generations for o in late)
+    finally:
+        gc.unfreeze()
