@@ -1,4 +1,4 @@
-"""Two fixes to BentoML 1.4, applied when the service module is imported.
+"""Three fixes to BentoML 1.4, applied when the service module is imported.
 
 1. Request timers (`cancel_request_timers`).
 
@@ -18,6 +18,16 @@ schema of the argument's type with a new pydantic TypeAdapter, to learn whether 
 or a file: 126 us per request on this machine, more than parsing a /recommend body (6 us). A
 class's schema never changes, so it is built once per class and argument set; callers get a copy
 (BentoML adds keys to it). Checked the same way (`SCHEMA_SOURCE_SHA256`).
+
+3. Send and receive spans (`skip_send_receive_spans`). BentoML wraps every app in
+OpenTelemetry's ASGI middleware, which opens a child span for each ASGI message: an
+"http send" span for the response start and one per body chunk, an "http receive" span per
+body chunk read. Starting and ending those spans was about 7% of a worker's busy time on
+/recommend (py-spy), for spans that time a socket write. The request's server span, its
+attributes and propagation are kept; OpenTelemetry's own option (``exclude_spans``) drops the
+per-message ones. BentoML builds the middleware from ``opentelemetry.instrumentation.asgi``
+when it builds the app, so the class there is replaced by a subclass with that default;
+`tests/unit/test_bentoml_patches.py` checks BentoML still takes it from there.
 """
 
 from __future__ import annotations
@@ -116,3 +126,25 @@ def cache_root_schemas() -> None:
 
     cls._referral_ml_schema = original
     cls.model_json_schema = classmethod(model_json_schema)
+
+
+SPANS_EXCLUDED: Final = ("receive", "send")
+
+
+def skip_send_receive_spans() -> None:
+    """Make OpenTelemetry's ASGI middleware skip its per-message spans by default (idempotent;
+    an explicit ``exclude_spans`` still wins)."""
+    from opentelemetry.instrumentation import asgi
+
+    original: Any = asgi.OpenTelemetryMiddleware
+    if getattr(original, "_referral_ml_patched", False):
+        return
+
+    class OpenTelemetryMiddleware(original):  # type: ignore[misc, valid-type]
+        _referral_ml_patched = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("exclude_spans", list(SPANS_EXCLUDED))
+            super().__init__(*args, **kwargs)
+
+    asgi.OpenTelemetryMiddleware = OpenTelemetryMiddleware  # type: ignore[misc]

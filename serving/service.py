@@ -96,7 +96,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.fhir_inbound import FhirInputError
-from serving.bentoml_patches import cache_root_schemas, cancel_request_timers
+from serving.bentoml_patches import (
+    cache_root_schemas,
+    cancel_request_timers,
+    skip_send_receive_spans,
+)
 from serving.console_api import ModelPlotRequest
 from serving.keys import Caller, Role, verify
 from serving.openapi import openapi_document
@@ -829,6 +833,7 @@ def _watch_monitoring(runtime: Runtime, env: Mapping[str, str] | None = None) ->
 
 cancel_request_timers()  # BentoML 1.4 leaks a 60 s timer per request: see serving.bentoml_patches
 cache_root_schemas()  # and builds a JSON schema to parse each body: built once instead
+skip_send_receive_spans()  # and traces each ASGI message in a span of its own: not any more
 
 # The BentoML configuration of the service, read when this module is imported (a worker starts);
 # benchmarks/floor_service.py serves a trivial endpoint with the same one (the framework's floor).

@@ -111,3 +111,64 @@ def test_the_schema_is_built_once_per_class(monkeypatch: pytest.MonkeyPatch) -> 
     for _ in range(5):
         assert Text.model_validate_json(b"hello").root == "hello"  # a string root: not parsed
     assert len(built) == 1
+
+
+# ---------------------------------------------------------------- per-message spans
+
+
+def test_bentoml_takes_the_tracing_middleware_from_where_the_patch_replaces_it() -> None:
+    # A BentoML upgrade that imports it otherwise fails here: re-check skip_send_receive_spans
+    import inspect
+
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    source = inspect.getsource(ServiceAppFactory)
+    assert "from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware" in source
+    assert "exclude_spans" not in source  # BentoML does not choose it itself
+
+
+def _traced_spans(**kwargs: Any) -> list[str]:
+    """The names of the spans one request through the tracing middleware ends."""
+    from opentelemetry.instrumentation import asgi
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = asgi.OpenTelemetryMiddleware(_ok, tracer_provider=provider, **kwargs)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/recommend",
+        "raw_path": b"/recommend",
+        "query_string": b"",
+        "headers": [],
+        "scheme": "http",
+        "server": ("127.0.0.1", 3000),
+        "client": ("127.0.0.1", 50000),
+        "http_version": "1.1",
+    }
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    return [span.name for span in exporter.get_finished_spans()]
+
+
+def test_requests_are_traced_without_a_span_per_message() -> None:
+    from serving.bentoml_patches import skip_send_receive_spans
+
+    skip_send_receive_spans()
+    skip_send_receive_spans()  # idempotent
+    assert _traced_spans() == ["POST /recommend"]  # the server span alone
+    # OpenTelemetry's own default, asked for explicitly: a span per message sent
+    spans = _traced_spans(exclude_spans=[])
+    assert spans.count("POST /recommend http send") == 2 and "POST /recommend" in spans
