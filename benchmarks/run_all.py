@@ -75,7 +75,9 @@ def code_version() -> dict[str, Any]:
         run = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return run.stdout.strip()
 
-    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "-s"))}
+    # the results folder itself is not code: a re-run replaces its own earlier files
+    dirty = git("status", "-s", "--", ".", ":(exclude)benchmarks/results")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(dirty)}
 
 
 # --------------------------------------------------------------------------- summaries
