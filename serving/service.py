@@ -606,8 +606,12 @@ class GatewayMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._served: dict[Any, int] = {}  # (client host, port) -> requests on that connection
-        # BentoML adds its CORS middleware inside this one: answers given here get their own
-        self._cors = cors_options(SERVICE_CONFIG)
+        # BentoML adds its CORS middleware inside this one: answers given here get their own,
+        # built once around an app that sends the response the scope carries
+        options = cors_options(SERVICE_CONFIG)
+        self._cors: ASGIApp | None = (
+            None if options is None else CORSMiddleware(_send_scope_response, **options)
+        )
 
     def _recycled(self, scope: Scope, send: Send) -> Send:
         """`send`, adding ``Connection: close`` to every REQUESTS_PER_CONNECTION-th answer on a
@@ -692,8 +696,10 @@ class GatewayMiddleware:
 
     async def _answer(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
         """Send an answer given here, with the CORS headers BentoML's middleware would add."""
-        app: ASGIApp = response if self._cors is None else CORSMiddleware(response, **self._cors)
-        await app(scope, receive, send)
+        if self._cors is None:
+            await response(scope, receive, send)
+        else:
+            await self._cors({**scope, _RESPONSE: response}, receive, send)
 
     async def _reject(
         self,
@@ -714,6 +720,13 @@ class GatewayMiddleware:
             status_code=413 if too_large else 422,
         )
         await self._answer(response, scope, receive, send)
+
+
+_RESPONSE: Final = "referral_ml.response"  # the scope key of an answer given by the gateway
+
+
+async def _send_scope_response(scope: Scope, receive: Receive, send: Send) -> None:
+    await scope[_RESPONSE](scope, receive, send)
 
 
 async def _read_bounded(headers: Headers, receive: Receive, limit: int) -> bytes | object | None:

@@ -491,14 +491,12 @@ class Store:
         self._checkpointer: _Checkpointer | None = None
         if self.engine.dialect.name == "sqlite":
             database = _sqlite_file(self.engine)
-            background = checkpoint_seconds is not None and database is not None
-            pragmas = functools.partial(_sqlite_pragmas, autocheckpoint=not background)
+            if database is not None and checkpoint_seconds is not None:
+                self._checkpointer = _Checkpointer(database, checkpoint_seconds)
+            pragmas = functools.partial(_sqlite_pragmas, autocheckpoint=self._checkpointer is None)
             event.listen(self.engine, "connect", pragmas)
             if database is not None:
                 self.direct = DirectSqlite(database, self.engine.dialect, pragmas)
-                if background:
-                    assert checkpoint_seconds is not None
-                    self._checkpointer = _Checkpointer(database, checkpoint_seconds)
 
     def create(self) -> None:
         """Create the tables and indexes that do not exist yet. Raises StoreError when the
